@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Regenerates the hashed, universal (Python 3.11+) lock files with uv:
+#   services/web/requirements.txt      runtime (what the prod image installs)
+#   services/web/requirements-dev.txt  runtime + test/lint/dev tools (the dev image, native venvs)
+#   tests/requirements.txt             host-side test tools
+set -Eeuo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+UV_VERSION=0.13.9
+venv=.cache/uv
+if [ ! -x "$venv/bin/uv" ]; then
+	echo "lock: installing uv $UV_VERSION into $venv"
+	python3 -m venv "$venv"
+	"$venv/bin/pip" install -q "uv==$UV_VERSION"
+fi
+uv() { "$venv/bin/uv" "$@"; }
+compile() { uv pip compile --quiet --universal --python-version 3.11 --generate-hashes "$@"; }
+
+echo "lock: services/web/requirements.txt"
+(cd services/web && compile pyproject.toml -o requirements.txt)
+echo "lock: services/web/requirements-dev.txt"
+(cd services/web && compile pyproject.toml --extra dev -o requirements-dev.txt)
+echo "lock: tests/requirements.txt"
+(cd tests && compile requirements.in -o requirements.txt)
+echo "lock: done; rebuild images with 'make build'"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Entrypoint of the web image (and, through it, of the worker image).
+#   gunicorn        the production server (config: config/gunicorn.conf.py, settings from env)
+#   runserver       Django's dev server with autoreload on 0.0.0.0:8000
+#   migrate         apply migrations once (the one-shot `migrate` service)
+#   dev-init        dev stack's first step: migrate, then a superuser and demo data if missing
+#   manage ARGS...  any manage.py command
+#   anything else   exec'd as given (bash, python, pytest, ...)
+set -Eeuo pipefail
+
+log() { printf '[web] %s\n' "$*" >&2; }
+
+web_require_env() {
+	# The production guard in config/settings.py names the variable; this is the early,
+	# friendlier twin for the two a container cannot run without.
+	if [ "${DJANGO_DEBUG:-0}" != 1 ] && [ -z "${DJANGO_SECRET_KEY:-}" ]; then
+		log "error: DJANGO_SECRET_KEY is not set; put one in compose/prod.env (make prod-env makes one)"
+		exit 1
+	fi
+}
+
+web_migrate() {
+	if python manage.py migrate --check >/dev/null 2>&1; then
+		log "migrations: nothing to apply"
+	else
+		log "migrations: applying"
+		python manage.py migrate --noinput
+	fi
+}
+
+web_dev_init() {
+	web_migrate
+	if [ -n "${DJANGO_SUPERUSER_USERNAME:-}" ]; then
+		python manage.py ensure_superuser
+	fi
+	python manage.py seed_demo
+}
+
+main() {
+	case "${1:-gunicorn}" in
+		gunicorn)
+			shift || true
+			web_require_env
+			exec gunicorn --config config/gunicorn.conf.py config.wsgi:application "$@"
+			;;
+		runserver)
+			shift
+			exec python manage.py runserver "${@:-0.0.0.0:8000}"
+			;;
+		migrate)
+			web_migrate
+			;;
+		dev-init)
+			web_dev_init
+			;;
+		manage)
+			shift
+			exec python manage.py "$@"
+			;;
+		*)
+			exec "$@"
+			;;
+	esac
+}
+
+main "$@"

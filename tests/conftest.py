@@ -1,0 +1,121 @@
+"""Shared helpers for the host-side suites (e2e, and later faults/fuzz/hardening): they talk to
+a running prod stack through nginx on 127.0.0.1 and drive it with `docker compose`."""
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Stack:
+    """The compose project under test (started by scripts/test.sh)."""
+
+    def __init__(self, project: str, env_file: str):
+        self.project = project
+        self.env_file = env_file
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 180) -> str:
+        cmd = [
+            "docker", "compose", "-p", self.project, "--env-file", self.env_file,
+            "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml", *args,
+        ]  # fmt: skip
+        env = {**os.environ, "DRS_ENV_FILE": self.env_file}
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed: {done.stderr}{done.stdout}")
+        return done.stdout
+
+    def container_ids(self, service: str) -> list[str]:
+        return self.compose("ps", "-q", service).split()
+
+    def inspect(self, container: str) -> dict:
+        out = subprocess.run(
+            ["docker", "inspect", container], capture_output=True, text=True, check=True
+        ).stdout
+        return json.loads(out)[0]
+
+    def manage(self, code: str) -> str:
+        """Run Python in a Django shell inside the running web container."""
+        return self.compose("exec", "-T", "web", "python", "manage.py", "shell", "-c", code)
+
+    def wait_healthy(self, service: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ids = self.container_ids(service)
+            states = [self.inspect(c)["State"].get("Health", {}).get("Status") for c in ids]
+            if ids and all(s == "healthy" for s in states):
+                return
+            time.sleep(1)
+        raise AssertionError(f"{service} not healthy after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    project, env_file = os.environ.get("E2E_PROJECT"), os.environ.get("E2E_ENV_FILE")
+    if not project or not env_file:
+        pytest.fail("E2E_PROJECT/E2E_ENV_FILE are not set: run these tests with `make test-e2e`")
+    return Stack(project, env_file)
+
+
+@pytest.fixture(scope="session")
+def base_url() -> str:
+    url = os.environ.get("E2E_BASE_URL")
+    if not url:
+        pytest.fail("E2E_BASE_URL is not set: run these tests with `make test-e2e`")
+    return url.rstrip("/")
+
+
+class Client(requests.Session):
+    """requests.Session bound to the stack's nginx, sending the served Host name."""
+
+    def __init__(self, base_url: str, host: str = "localhost"):
+        super().__init__()
+        self.base_url = base_url
+        self.headers["Host"] = f"{host}:{urlsplit(base_url).port}"
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("timeout", 15)
+        kwargs.setdefault("allow_redirects", False)
+        if url.startswith("/"):
+            url = self.base_url + url
+        return super().request(method, url, *args, **kwargs)
+
+
+@pytest.fixture
+def client(base_url) -> Client:
+    with Client(base_url) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def make_user(stack, base_url):
+    """Creates a user in the stack's database and returns a token-authenticated client."""
+    clients = []
+
+    def make(prefix: str = "user") -> Client:
+        username = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        password = uuid.uuid4().hex
+        stack.manage(
+            "from django.contrib.auth import get_user_model; "
+            f"get_user_model().objects.create_user({username!r}, password={password!r})"
+        )
+        c = Client(base_url)
+        r = c.post("/api/auth/token/", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        c.headers["Authorization"] = f"Token {r.json()['token']}"
+        c.username = username
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()

@@ -1,0 +1,127 @@
+"""The stack around the API: nginx, static files, health, headers, networks, recreation."""
+
+import re
+import socket
+import time
+
+import requests
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def test_readyz_reports_every_dependency(client):
+    r = client.get("/readyz")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok"
+    assert {"database", "cache", "broker"} <= set(body["checks"])
+    assert all(check["status"] == "ok" for check in body["checks"].values())
+
+
+def test_healthz(client):
+    assert client.get("/healthz").status_code == 200
+
+
+def test_admin_css_served_by_nginx_with_cache_headers_and_gzip(client):
+    page = client.get("/admin/login/")
+    assert page.status_code == 200
+    css = re.search(r'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', page.text)
+    assert css, "admin page does not link a hashed base.css"
+    r = client.get(css.group(1), headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/css")
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert "immutable" in r.headers["Cache-Control"]
+    assert "max-age=31536000" in r.headers["Cache-Control"]
+    assert "body" in r.text
+
+
+def test_api_docs_page_and_assets_load(client):
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    assert any("swagger-ui" in a for a in assets), assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    schema = client.get("/api/schema/", headers={"Accept": "application/vnd.oai.openapi+json"})
+    assert schema.status_code == 200
+    assert "/api/posts/" in schema.json()["paths"]
+
+
+def test_security_headers_on_api_static_and_errors(client):
+    for path in ("/api/posts/", "/static/admin/css/base.css", "/api/no-such-thing/"):
+        r = client.get(path)
+        for name, value in SECURITY_HEADERS.items():
+            assert r.headers.get(name) == value, (path, name, r.headers.get(name))
+        assert "X-Request-ID" in r.headers
+        assert r.headers.get("Server") == "nginx", "server_tokens off hides the version"
+
+
+def test_request_id_is_passed_through(client):
+    r = client.get("/api/posts/", headers={"X-Request-ID": "e2e-trace-12345678"})
+    assert r.headers["X-Request-ID"] == "e2e-trace-12345678"
+
+
+def test_unknown_host_is_dropped(base_url):
+    try:
+        r = requests.get(base_url + "/api/posts/", headers={"Host": "evil.example"}, timeout=5)
+    except requests.ConnectionError:
+        return  # nginx closed the connection without an answer (444)
+    raise AssertionError(f"unknown host answered {r.status_code}")
+
+
+def test_errors_are_json(client):
+    r = client.get("/api/no-such-thing/")
+    assert r.status_code == 404
+    assert r.headers["Content-Type"].startswith("application/json")
+
+
+def test_only_nginx_publishes_ports_and_data_services_are_unreachable(stack):
+    for service in ("postgres", "redis", "web", "worker", "beat"):
+        for cid in stack.container_ids(service):
+            ports = stack.inspect(cid)["NetworkSettings"]["Ports"] or {}
+            assert not any(ports.values()), (service, ports)
+    # Not from the host either, at the containers' own addresses.
+    for service, port in (("postgres", 5432), ("redis", 6379)):
+        for cid in stack.container_ids(service):
+            for net in stack.inspect(cid)["NetworkSettings"]["Networks"].values():
+                with socket.socket() as s:
+                    s.settimeout(2)
+                    assert s.connect_ex((net["IPAddress"], port)) != 0, (service, net)
+
+
+def test_nginx_cannot_reach_postgres_or_redis(stack):
+    nginx = stack.container_ids("nginx")[0]
+    for host, port in (("postgres", 5432), ("redis", 6379)):
+        out = stack.compose(
+            "exec", "-T", "nginx", "bash", "-c",
+            f"timeout 3 bash -c '</dev/tcp/{host}/{port}' && echo open || echo closed",
+            check=False,
+        )  # fmt: skip
+        assert "closed" in out, (nginx, host, out)
+
+
+def test_recreated_web_container_is_found_without_restarting_nginx(stack, client):
+    nginx = stack.container_ids("nginx")[0]
+    nginx_started = stack.inspect(nginx)["State"]["StartedAt"]
+    old_web = stack.container_ids("web")
+
+    stack.compose("up", "-d", "--no-deps", "--force-recreate", "web")
+    stack.wait_healthy("web")
+    assert stack.container_ids("web") != old_web
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/api/posts/").status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    ok = sum(client.get("/api/posts/").status_code == 200 for _ in range(20))
+    assert ok == 20
+    assert stack.inspect(nginx)["State"]["StartedAt"] == nginx_started

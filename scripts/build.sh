@@ -5,6 +5,8 @@
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DRS_TAG="${DRS_TAG:-latest}"
+# Engine 20.10 has no buildx: use Compose's own BuildKit client, quietly.
+export COMPOSE_BAKE=false
 export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 [ -r "$BUILD_CA_BUNDLE" ] || BUILD_CA_BUNDLE=/dev/null
 
@@ -17,4 +19,5 @@ compose -f docker-compose.prod.yml build "${@}"
 echo "build: dev images"
 compose -f docker-compose.dev.yml build web worker
 echo "build: done in $(( $(date +%s) - start ))s"
-docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^  (drs/|debian:trixie-slim)" | sort
+docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' \
+	| awk -v tag=":$DRS_TAG" 'index($1, "drs/") == 1 && index($1, tag) || $1 == "debian:trixie-slim" {print "  " $0}' | sort

@@ -7,7 +7,7 @@ set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 UV_VERSION=0.13.9
-venv=.cache/uv
+venv="$PWD/.cache/uv"
 if [ ! -x "$venv/bin/uv" ]; then
 	echo "lock: installing uv $UV_VERSION into $venv"
 	python3 -m venv "$venv"

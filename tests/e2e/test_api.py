@@ -89,7 +89,9 @@ def test_export_runs_on_the_worker_and_downloads_through_nginx(make_user, fmt):
     assert bob.get(f"/api/exports/{export['id']}/").status_code == 404
     assert bob.get(f"/api/exports/{export['id']}/download/").status_code == 404
 
-    r = alice.get(f"/api/exports/{export['id']}/download/")
+    r = alice.get(
+        f"/api/exports/{export['id']}/download/", headers={"Accept-Encoding": "identity"}
+    )
     assert r.status_code == 200
     assert "attachment" in r.headers["Content-Disposition"]
     # Streamed by nginx from the media volume (X-Accel-Redirect): nginx's static-file

@@ -1,7 +1,7 @@
 """The stack around the API: nginx, static files, health, headers, networks, recreation."""
 
 import re
-import socket
+import subprocess
 import time
 
 import requests
@@ -80,18 +80,23 @@ def test_errors_are_json(client):
     assert r.headers["Content-Type"].startswith("application/json")
 
 
-def test_only_nginx_publishes_ports_and_data_services_are_unreachable(stack):
+def test_only_nginx_publishes_ports_and_data_services_are_internal(stack):
     for service in ("postgres", "redis", "web", "worker", "beat"):
         for cid in stack.container_ids(service):
             ports = stack.inspect(cid)["NetworkSettings"]["Ports"] or {}
             assert not any(ports.values()), (service, ports)
-    # Not from the host either, at the containers' own addresses.
-    for service, port in (("postgres", 5432), ("redis", 6379)):
+    nginx_ports = stack.inspect(stack.container_ids("nginx")[0])["NetworkSettings"]["Ports"]
+    assert [b["HostIp"] for b in nginx_ports["8080/tcp"]] == ["127.0.0.1"]
+    # Postgres and Redis sit only on the internal backend network: no route in from outside.
+    for service in ("postgres", "redis"):
         for cid in stack.container_ids(service):
-            for net in stack.inspect(cid)["NetworkSettings"]["Networks"].values():
-                with socket.socket() as s:
-                    s.settimeout(2)
-                    assert s.connect_ex((net["IPAddress"], port)) != 0, (service, net)
+            networks = stack.inspect(cid)["NetworkSettings"]["Networks"]
+            assert list(networks) == [f"{stack.project}_backend"], (service, list(networks))
+    out = subprocess.run(
+        ["docker", "network", "inspect", "-f", "{{.Internal}}", f"{stack.project}_backend"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out.strip() == "true"
 
 
 def test_nginx_cannot_reach_postgres_or_redis(stack):

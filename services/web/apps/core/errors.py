@@ -1,0 +1,131 @@
+"""One JSON error shape for every error, from DRF views and from Django itself::
+
+    {"error": {"status": 400, "code": "invalid", "detail": "Invalid input.",
+               "fields": {"title": ["This field is required."]}, "request_id": "..."}}
+
+``fields`` appears only on validation errors. ``exception_handler`` is DRF's
+``EXCEPTION_HANDLER``; ``handler400``/``403``/``404``/``500`` are wired in ``config.urls``
+for errors raised outside DRF (unknown URLs, disallowed hosts, crashes).
+"""
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from apps.core.context import get_request_id
+from apps.core.exceptions import PayloadTooLarge
+
+
+def error_body(
+    status_code: int, code: str, detail: str, fields: dict | None = None, request_id=None
+) -> dict:
+    error: dict = {"status": status_code, "code": code, "detail": str(detail)}
+    if fields is not None:
+        error["fields"] = fields
+    error["request_id"] = request_id or get_request_id()
+    return {"error": error}
+
+
+def error_response(
+    status_code: int, code: str, detail: str, fields: dict | None = None, request=None
+) -> JsonResponse:
+    request_id = getattr(request, "request_id", None)
+    return JsonResponse(
+        error_body(status_code, code, detail, fields, request_id), status=status_code
+    )
+
+
+def _first_code(codes) -> str:
+    """The first error code found in DRF's (possibly nested) ``get_codes()`` result."""
+    if isinstance(codes, dict):
+        for value in codes.values():
+            return _first_code(value)
+    if isinstance(codes, list):
+        for value in codes:
+            return _first_code(value)
+        return "invalid"
+    return str(codes)
+
+
+def _first_message(detail) -> str:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            message = _first_message(value)
+            return message if key == "non_field_errors" else f"{key}: {message}"
+    if isinstance(detail, list):
+        return _first_message(detail[0]) if detail else "Invalid input."
+    return str(detail)
+
+
+def exception_handler(exc, context):
+    """DRF exception handler: DRF's own, then reshaped into the common error body."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # unexpected: Django's handler500 answers (and the error is logged)
+
+    request = context.get("request")
+    request_id = getattr(request, "request_id", None)
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail
+        fields = detail if isinstance(detail, dict) else {"non_field_errors": detail}
+        code = "invalid"
+        message = _first_message(fields)
+    else:
+        fields = None
+        code = _first_code(exc.get_codes()) if isinstance(exc, exceptions.APIException) else "error"
+        message = response.data.get("detail", "") if isinstance(response.data, dict) else ""
+    response.data = error_body(response.status_code, code, message, fields, request_id)
+    return response
+
+
+# --- Django-level handlers (outside DRF views) ---------------------------------------------------
+
+
+def handler400(request: HttpRequest, exception=None) -> JsonResponse:
+    if isinstance(exception, RequestDataTooBig):
+        return error_response(
+            413, "payload_too_large", "Request body is too large.", request=request
+        )
+    return error_response(400, "bad_request", "Bad request.", request=request)
+
+
+def handler403(request: HttpRequest, exception=None) -> JsonResponse:
+    return error_response(
+        403,
+        "permission_denied",
+        "You do not have permission to perform this action.",
+        request=request,
+    )
+
+
+def handler404(request: HttpRequest, exception=None) -> JsonResponse:
+    return error_response(404, "not_found", "Not found.", request=request)
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return error_response(500, "server_error", "Internal server error.", request=request)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    detail = f"CSRF verification failed: {reason}"
+    return error_response(403, "csrf_failed", detail, request=request)
+
+
+__all__ = [
+    "csrf_failure",
+    "error_body",
+    "error_response",
+    "exception_handler",
+    "handler400",
+    "handler403",
+    "handler404",
+    "handler500",
+]

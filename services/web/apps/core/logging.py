@@ -1,0 +1,42 @@
+"""Logging helpers: a filter that adds request and task ids, and the JSON-lines formatter."""
+
+import logging
+from datetime import UTC, datetime
+
+from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
+
+from apps.core.context import request_id_var, task_id_var
+
+
+class ContextFilter(logging.Filter):
+    """Add ``request_id`` and ``task_id`` (or None) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            # Django logs failed requests (django.request) after our middleware has returned:
+            # take the id from the request it attaches to the record.
+            request = getattr(record, "request", None)
+            record.request_id = request_id_var.get() or getattr(request, "request_id", None)
+        if not hasattr(record, "task_id"):
+            record.task_id = task_id_var.get()
+        return True
+
+
+class JsonFormatter(_BaseJsonFormatter):
+    """One JSON object per line: time, level, logger, message, request_id, then any extras
+    (the request log adds method, path, status and duration_ms)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("fmt", ["asctime", "levelname", "name", "message", "request_id"])
+        kwargs.setdefault(
+            "rename_fields", {"asctime": "time", "levelname": "level", "name": "logger"}
+        )
+        super().__init__(*args, **kwargs)
+
+    def formatTime(self, record, datefmt=None):  # noqa: N802  (logging's API name)
+        return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+
+    def add_fields(self, log_data, record, message_dict):
+        super().add_fields(log_data, record, message_dict)
+        if log_data.get("task_id") is None:
+            log_data.pop("task_id", None)

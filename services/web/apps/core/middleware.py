@@ -1,0 +1,71 @@
+"""Request id, request log and the health endpoints' short-cut."""
+
+import logging
+import time
+
+from apps.core import health
+from apps.core.context import clean_request_id, request_id_var
+
+logger = logging.getLogger("web.request")
+
+HEALTH_PATHS = {"/healthz": health.liveness, "/readyz": health.readiness}
+
+
+class RequestIdMiddleware:
+    """Take ``X-Request-ID`` from the request (or make one), expose it to logs through a context
+    variable, echo it on the response, and log one line per request with its timing."""
+
+    header = "X-Request-ID"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request_id = clean_request_id(request.headers.get(self.header))
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response[self.header] = request_id
+            self._log(request, response.status_code, started)
+            return response
+        finally:
+            request_id_var.reset(token)
+
+    @staticmethod
+    def _log(request, status: int, started: float) -> None:
+        # Health checks are polled every few seconds: keep them out of the INFO log.
+        if request.path in HEALTH_PATHS:
+            level = logging.DEBUG if status < 400 else logging.WARNING
+        else:
+            level = logging.ERROR if status >= 500 else logging.INFO
+        if not logger.isEnabledFor(level):
+            return
+        logger.log(
+            level,
+            "%s %s %s",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+
+
+class HealthCheckMiddleware:
+    """Answer ``/healthz`` and ``/readyz`` before host validation, the HTTPS redirect, sessions
+    and authentication: a container probe on http://127.0.0.1:8000 must work in production."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        view = HEALTH_PATHS.get(request.path)
+        if view is not None:
+            return view(request)
+        return self.get_response(request)

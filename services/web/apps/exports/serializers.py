@@ -1,0 +1,39 @@
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.exports.models import Export
+
+
+class ExportCreateSerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=Export.Format.choices)
+
+
+class ExportSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Export
+        fields = [
+            "id",
+            "format",
+            "status",
+            "row_count",
+            "error",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_download_url(self, export: Export) -> str | None:
+        """Where to fetch the file, once the export is done."""
+        if export.status != Export.Status.DONE:
+            return None
+        path = reverse("export-download", args=[export.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path

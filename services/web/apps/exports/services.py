@@ -1,0 +1,246 @@
+"""Export business logic. Views and Celery tasks call these functions; nothing else does."""
+
+import csv
+import json
+import logging
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import KombuError
+
+from apps.exports.models import Export
+from apps.posts import selectors
+
+logger = logging.getLogger(__name__)
+
+EXPORT_DIR = "exports"
+CSV_COLUMNS = ["id", "title", "body", "created_at", "updated_at"]
+_CHUNK_SIZE = 2000
+
+
+class QueueUnavailableError(Exception):
+    """The broker could not be reached: the export was not queued."""
+
+
+def export_path(export: Export) -> Path:
+    return Path(settings.MEDIA_ROOT) / export.relative_path
+
+
+# --- Requesting --------------------------------------------------------------------------------
+
+
+def enqueue(export: Export) -> None:
+    """Send the export's task to the broker (retrying briefly), or raise QueueUnavailableError."""
+    from apps.exports.tasks import run_export
+    from config.celery import app
+
+    Export.objects.filter(pk=export.pk).update(queued_at=timezone.now())
+    try:
+        # A connection of its own, read from the current settings, for every publish: exports
+        # are rare and a dead pooled connection must not hide a broker that is back.
+        with app.connection_for_write() as conn:
+            run_export.apply_async(
+                args=[str(export.pk)],
+                connection=conn,
+                retry=True,
+                retry_policy=app.conf.task_publish_retry_policy,
+            )
+    except (KombuError, OSError, ConnectionError) as exc:
+        raise QueueUnavailableError(str(exc)) from exc
+
+
+def request_export(user, export_format: str) -> Export:
+    """Create an export for ``user`` and queue its task. If the broker is down, no export is
+    left behind and QueueUnavailableError is raised."""
+    export = Export.objects.create(owner=user, format=export_format)
+    try:
+        enqueue(export)
+    except QueueUnavailableError:
+        logger.warning("broker unavailable, export %s not queued", export.pk)
+        export.delete()
+        raise
+    logger.info("export %s queued (%s)", export.pk, export_format)
+    return export
+
+
+# --- Running (the Celery task) ----------------------------------------------------------------
+
+
+def _start(export_id) -> Export | None:
+    """Claim the export for a run. Returns None when there is nothing to do: the export is gone,
+    already done (with its file), or has failed for good."""
+    with transaction.atomic():
+        export = Export.objects.select_for_update().filter(pk=export_id).first()
+        if export is None:
+            logger.info("export %s no longer exists; nothing to do", export_id)
+            return None
+        if export.status == Export.Status.DONE and export_path(export).exists():
+            logger.info("export %s is already done; nothing to do", export_id)
+            return None
+        if export.status == Export.Status.FAILED:
+            logger.info("export %s has failed; not running it again", export_id)
+            return None
+        export.status = Export.Status.RUNNING
+        export.started_at = timezone.now()
+        export.finished_at = None
+        export.attempts += 1
+        export.error = ""
+        export.save(update_fields=["status", "started_at", "finished_at", "attempts", "error"])
+    return export
+
+
+def _write_rows(export: Export, handle) -> int:
+    rows = (
+        selectors.posts_by_author(export.owner_id)
+        .order_by("id")
+        .values_list(*CSV_COLUMNS)
+        .iterator(chunk_size=_CHUNK_SIZE)
+    )
+    count = 0
+    if export.format == Export.Format.CSV:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow([*row[:3], row[3].isoformat(), row[4].isoformat()])
+            count += 1
+    else:
+        handle.write("[")
+        for row in rows:
+            record = dict(zip(CSV_COLUMNS, row, strict=True))
+            record["created_at"] = row[3].isoformat()
+            record["updated_at"] = row[4].isoformat()
+            handle.write(("\n" if count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+            count += 1
+        handle.write("\n]\n" if count else "]\n")
+    return count
+
+
+def _write_file(export: Export) -> int:
+    """Write the file under a temporary name and rename it into place: the final name only
+    ever shows a complete file, and a second run simply replaces it."""
+    final = export_path(export)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8", newline="") as handle:
+            count = _write_rows(export, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(final)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return count
+
+
+def run_export(export_id) -> Export | None:
+    """Produce the export's file. Idempotent: a second run, or a run after a worker died
+    mid-way, ends with one complete file and status ``done``."""
+    export = _start(export_id)
+    if export is None:
+        return None
+    logger.info("export %s running (attempt %s)", export.pk, export.attempts)
+    try:
+        count = _write_file(export)
+    except SoftTimeLimitExceeded:
+        return _fail(export, f"time limit of {settings.EXPORT_TASK_TIME_LIMIT} s exceeded")
+    except Exception as exc:
+        logger.exception("export %s failed", export.pk)
+        return _fail(export, f"{type(exc).__name__}: {exc}")
+    Export.objects.filter(pk=export.pk).update(
+        status=Export.Status.DONE,
+        file=export.relative_path,
+        row_count=count,
+        finished_at=timezone.now(),
+        error="",
+    )
+    logger.info("export %s done: %s rows", export.pk, count)
+    export.refresh_from_db()
+    return export
+
+
+def _fail(export: Export, message: str) -> Export:
+    Export.objects.filter(pk=export.pk).update(
+        status=Export.Status.FAILED, error=message[:2000], finished_at=timezone.now()
+    )
+    logger.warning("export %s failed: %s", export.pk, message)
+    export.refresh_from_db()
+    return export
+
+
+# --- Maintenance (Celery beat) ------------------------------------------------------------------
+
+
+def purge_expired_exports(now=None) -> int:
+    """Delete exports older than EXPORT_TTL_DAYS with their files, and temporary files left
+    by workers that died mid-write. Returns the number of exports deleted."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.EXPORT_TTL_DAYS)
+    deleted = 0
+    for export in Export.objects.filter(created_at__lt=cutoff).iterator():
+        export_path(export).unlink(missing_ok=True)
+        export.delete()
+        deleted += 1
+    stale_before = (now - timedelta(minutes=settings.EXPORT_STUCK_MINUTES)).timestamp()
+    directory = Path(settings.MEDIA_ROOT) / EXPORT_DIR
+    if directory.is_dir():
+        for temporary in directory.glob(".*.tmp"):
+            try:
+                if temporary.stat().st_mtime < stale_before:
+                    temporary.unlink()
+            except FileNotFoundError:
+                pass
+    if deleted:
+        logger.info("purged %s expired exports", deleted)
+    return deleted
+
+
+def sweep_stuck_exports(now=None) -> dict[str, int]:
+    """Deal with exports that make no progress for EXPORT_STUCK_MINUTES: ``running`` ones whose
+    worker died are re-queued, or failed after EXPORT_MAX_ATTEMPTS runs; ``queued`` ones whose
+    message was lost (a broker restart) are sent again."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(minutes=settings.EXPORT_STUCK_MINUTES)
+    counts = {"requeued": 0, "failed": 0}
+    candidates = Export.objects.filter(
+        status=Export.Status.RUNNING, started_at__lt=cutoff
+    ) | Export.objects.filter(status=Export.Status.QUEUED, queued_at__lt=cutoff)
+    for export_id in candidates.values_list("pk", flat=True):
+        with transaction.atomic():
+            export = Export.objects.select_for_update().filter(pk=export_id).first()
+            if export is None:
+                continue
+            running_stuck = export.status == Export.Status.RUNNING and export.started_at < cutoff
+            queued_stuck = (
+                export.status == Export.Status.QUEUED
+                and export.queued_at is not None
+                and export.queued_at < cutoff
+            )
+            if not (running_stuck or queued_stuck):
+                continue  # it moved on since we looked
+            if running_stuck and export.attempts >= settings.EXPORT_MAX_ATTEMPTS:
+                export.status = Export.Status.FAILED
+                export.finished_at = now
+                export.error = (
+                    f"did not finish within {settings.EXPORT_STUCK_MINUTES} minutes "
+                    f"after {export.attempts} attempts"
+                )
+                export.save(update_fields=["status", "finished_at", "error"])
+                counts["failed"] += 1
+                logger.warning("export %s failed: %s", export.pk, export.error)
+                continue
+            export.status = Export.Status.QUEUED
+            export.save(update_fields=["status"])
+        try:
+            enqueue(export)
+        except QueueUnavailableError:
+            logger.warning("broker unavailable, export %s stays queued", export.pk)
+            continue
+        counts["requeued"] += 1
+        logger.info("export %s re-queued", export.pk)
+    return counts

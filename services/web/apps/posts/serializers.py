@@ -1,0 +1,23 @@
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from apps.posts.models import Post
+
+
+class AuthorSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = get_user_model()
+        fields = ["id", "username"]
+        read_only_fields = fields
+
+
+class PostSerializer(serializers.ModelSerializer):
+    """A post. ``author`` is always the requesting user (read-only). DRF's CharField already
+    rejects NUL characters, and the model's max lengths apply (400, never a database error)."""
+
+    author = AuthorSerializer(read_only=True)
+
+    class Meta:
+        model = Post
+        fields = ["id", "title", "body", "author", "created_at", "updated_at"]
+        read_only_fields = ["id", "author", "created_at", "updated_at"]

@@ -1,0 +1,65 @@
+from django.conf import settings
+from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import filters, viewsets
+from rest_framework.permissions import IsAuthenticatedOrReadOnly
+
+from apps.posts import selectors
+from apps.posts.filters import PostFilter
+from apps.posts.permissions import IsAuthorOrReadOnly
+from apps.posts.serializers import PostSerializer
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List posts (public, paginated)"),
+    retrieve=extend_schema(summary="Read a post (public)"),
+    create=extend_schema(summary="Create a post as the requesting user"),
+    update=extend_schema(summary="Replace a post (author only)"),
+    partial_update=extend_schema(summary="Change a post (author only)"),
+    destroy=extend_schema(summary="Delete a post (author only)"),
+)
+class PostViewSet(viewsets.ModelViewSet):
+    """Posts: anyone reads, signed-in users write, only the author changes or deletes."""
+
+    serializer_class = PostSerializer
+    permission_classes = [IsAuthenticatedOrReadOnly, IsAuthorOrReadOnly]
+    filterset_class = PostFilter
+    search_fields = ["title", "body"]
+
+    filter_backends = [DjangoFilterBackend, filters.SearchFilter]
+
+    def get_queryset(self):
+        return selectors.post_list()
+
+    def perform_create(self, serializer):
+        serializer.save(author=self.request.user)
+
+
+def _bench_row(post) -> dict:
+    return {
+        "id": post.id,
+        "title": post.title,
+        "body": post.body,
+        "author": {"id": post.author.id, "username": post.author.username},
+        "created_at": post.created_at.isoformat().replace("+00:00", "Z"),
+        "updated_at": post.updated_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+@require_GET
+def bench_posts(request: HttpRequest) -> JsonResponse:
+    """Bench only (``DJANGO_BENCH_VIEWS``): the first page of ``/api/posts/`` (same 20 rows,
+    same fields, same count query) as a bare Django view, to price DRF's own overhead."""
+    if not settings.BENCH_VIEWS:
+        raise Http404
+    queryset = selectors.post_list()
+    page_size = settings.REST_FRAMEWORK["PAGE_SIZE"]
+    count = queryset.count()
+    rows = [_bench_row(post) for post in queryset[:page_size]]
+    next_url = None
+    if count > page_size:
+        next_url = request.build_absolute_uri(reverse("post-list") + "?page=2")
+    return JsonResponse({"count": count, "next": next_url, "previous": None, "results": rows})

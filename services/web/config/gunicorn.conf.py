@@ -1,0 +1,40 @@
+"""gunicorn configuration, every value from the environment.
+
+Run: gunicorn -c config/gunicorn.conf.py config.wsgi
+Workers come from WEB_CONCURRENCY, never from cpu_count(): inside a container that sees the
+host's cores. gthread workers keep connections alive, so nginx's upstream keep-alive pool works.
+"""
+
+import os
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+wsgi_app = "config.wsgi:application"
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = _int("WEB_CONCURRENCY", 2)
+threads = _int("GUNICORN_THREADS", 4)
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+timeout = _int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Must exceed nginx's upstream keepalive_timeout (60 s), so nginx closes idle connections first.
+keepalive = _int("GUNICORN_KEEPALIVE", 75)
+# Recycle workers now and then (jittered so they do not all restart together).
+max_requests = _int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+# Heartbeat files on tmpfs: a disk-backed /tmp can stall workers into timeouts.
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", "/dev/shm")  # noqa: S108
+# Django logs every request itself (JSON with request id); gunicorn's access log is opt-in.
+accesslog = "-" if _bool("GUNICORN_ACCESSLOG", False) else None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# gunicorn 25+ opens a control socket for `gunicornc` under $HOME by default, which the
+# read-only root filesystem refuses. Off unless GUNICORN_CONTROL_SOCKET names a path (on /tmp).
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "/tmp/gunicorn.ctl")  # noqa: S108
+control_socket_disable = "GUNICORN_CONTROL_SOCKET" not in os.environ

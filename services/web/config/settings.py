@@ -1,0 +1,362 @@
+"""Django settings: one module, every value read from the environment.
+
+With nothing set it runs on its own for tests (SQLite file, in-process Celery, local-memory
+cache). Set ``DATABASE_URL`` / ``REDIS_URL`` and it uses PostgreSQL, Redis and a real Celery
+broker. Every variable is documented in ``docs-settings.md``.
+
+With ``DJANGO_DEBUG`` off (the default) a production guard at the end of this module stops
+start-up with one line when a required value is missing.
+"""
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+# True while the test suite runs: relaxes the production guard and supplies test defaults.
+TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
+
+
+def _rate(name: str, default: str) -> str | None:
+    """A DRF throttle rate such as ``100/min``; empty, ``off`` or ``none`` disables it."""
+    value = env.str(name, default=default).strip()
+    return None if value.lower() in {"", "off", "none", "0"} else value
+
+
+# --- Core -------------------------------------------------------------------------------------
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY and (DEBUG or TESTING):
+    # Development and tests only: the production guard below refuses an empty key.
+    SECRET_KEY = "dev-only-not-secret-" + "x" * 40
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[])
+if not ALLOWED_HOSTS and (DEBUG or TESTING):
+    ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+ROOT_URLCONF = "config.urls"
+CSRF_FAILURE_VIEW = "apps.core.errors.csrf_failure"
+WSGI_APPLICATION = "config.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "apps.core",
+    "apps.accounts",
+    "apps.posts",
+    "apps.exports",
+]
+
+MIDDLEWARE = [
+    # Request id and request log first, so every response carries X-Request-ID.
+    "apps.core.middleware.RequestIdMiddleware",
+    # /healthz and /readyz answer here: before host validation and the HTTPS redirect, so
+    # container health checks can call http://127.0.0.1:8000/healthz whatever the settings.
+    "apps.core.middleware.HealthCheckMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+if TESTING:
+    # Password hashing dominates test time otherwise; never used outside the test suite.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Largest request body accepted (bytes); larger answers 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+
+# --- Database ---------------------------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+# Persistent connections, checked before reuse so a restarted database is survived.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DJANGO_DB_CONNECT_TIMEOUT", default=5)
+    )
+
+# --- Cache (Redis when REDIS_URL is set, else local memory) -------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "web",
+            # Short socket timeouts: a dead Redis must fail fast, not hang a request.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Static and media files -------------------------------------------------------------------
+
+STATIC_URL = env.str("DJANGO_STATIC_URL", default="/static/")
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+MEDIA_URL = env.str("DJANGO_MEDIA_URL", default="/media/")
+MEDIA_ROOT = Path(env.str("DJANGO_MEDIA_ROOT", default=str(BASE_DIR / "media")))
+# Hashed static names (base.3f2a9c1b7d4e.css) let nginx cache them for a year. The manifest
+# exists only after collectstatic (the image build); with DEBUG on Django serves plain names
+# anyway, and tests, which never run collectstatic, use the plain storage.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if TESTING
+        else "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"
+    },
+}
+
+# Export downloads: behind nginx, answer with X-Accel-Redirect to an internal location that
+# aliases MEDIA_ROOT, so nginx streams the file; otherwise Django streams it.
+USE_X_ACCEL_REDIRECT = env.bool("DJANGO_USE_X_ACCEL_REDIRECT", default=False)
+X_ACCEL_PREFIX = env.str("DJANGO_X_ACCEL_PREFIX", default="/_protected/media/")
+
+# --- Security and proxy -----------------------------------------------------------------------
+
+# Number of reverse proxies in front of Django (nginx = 1). Used by DRF to find the client
+# address for throttling, and by default turns on trust in X-Forwarded-Proto.
+NUM_PROXIES = env.int("DJANGO_NUM_PROXIES", default=0)
+# Safe only because the proxy overwrites X-Forwarded-Proto on every request.
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=NUM_PROXIES > 0):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Browsers honour HSTS only over HTTPS, and Django sends it only on secure requests.
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=True)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- Django REST framework --------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # Token first: unauthenticated requests then get 401 with WWW-Authenticate, not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.core.parsers.JSONParser",
+        "apps.core.parsers.FormParser",
+        "apps.core.parsers.MultiPartParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "apps.core.throttles.AnonRateThrottle",
+        "apps.core.throttles.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": _rate("DJANGO_THROTTLE_ANON", "100/min"),
+        "user": _rate("DJANGO_THROTTLE_USER", "1000/min"),
+        "login": _rate("DJANGO_THROTTLE_LOGIN", "10/min"),
+    },
+    "NUM_PROXIES": NUM_PROXIES or None,
+    "EXCEPTION_HANDLER": "apps.core.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Django REST Stack API",
+    "DESCRIPTION": (
+        "Sample service: posts, asynchronous exports and health checks. Every error answers "
+        'with `{"error": {"status", "code", "detail", "fields"?, "request_id"}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and Redoc assets come from drf-spectacular-sidecar: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Bench-only bare Django view at /api/bench/posts/ (prices DRF's overhead). Off in production.
+BENCH_VIEWS = env.bool("DJANGO_BENCH_VIEWS", default=False)
+
+# --- Exports ----------------------------------------------------------------------------------
+
+EXPORT_TTL_DAYS = env.int("EXPORT_TTL_DAYS", default=7)
+# An export still "running" after this long is re-queued (or failed after EXPORT_MAX_ATTEMPTS).
+EXPORT_STUCK_MINUTES = env.int("EXPORT_STUCK_MINUTES", default=15)
+EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=3)
+# Hard time limit of one export run (seconds); the soft limit (clean failure) is 30 s earlier.
+EXPORT_TASK_TIME_LIMIT = env.int("EXPORT_TASK_TIME_LIMIT", default=300)
+EXPORT_SWEEP_INTERVAL_SECONDS = env.int("EXPORT_SWEEP_INTERVAL_SECONDS", default=300)
+EXPORT_PURGE_INTERVAL_SECONDS = env.int("EXPORT_PURGE_INTERVAL_SECONDS", default=3600)
+
+# --- Celery -----------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "memory://"
+# No broker configured: run tasks in-process, so the app works with nothing else installed.
+CELERY_TASK_ALWAYS_EAGER = env.bool(
+    "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL == "memory://"
+)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = EXPORT_TASK_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = max(EXPORT_TASK_TIME_LIMIT - 30, 1)
+# With acks_late, Redis redelivers an unacknowledged task after the visibility timeout: it must
+# exceed the longest task time limit, or a slow task is delivered twice; the larger it is, the
+# later a task whose worker died is retried.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# Publishing retries briefly: with the broker down the API answers 503 quickly, not hangs.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep Django's LOGGING (JSON lines with task id)
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE_FILENAME = env.str(
+    "CELERY_BEAT_SCHEDULE_FILENAME",
+    default="/tmp/celerybeat-schedule",  # noqa: S108
+)
+CELERY_BEAT_SCHEDULE = {
+    "purge-expired-exports": {
+        "task": "apps.exports.tasks.purge_expired_exports",
+        "schedule": timedelta(seconds=EXPORT_PURGE_INTERVAL_SECONDS),
+        "options": {"expires": EXPORT_PURGE_INTERVAL_SECONDS},
+    },
+    "sweep-stuck-exports": {
+        "task": "apps.exports.tasks.sweep_stuck_exports",
+        "schedule": timedelta(seconds=EXPORT_SWEEP_INTERVAL_SECONDS),
+        "options": {"expires": EXPORT_SWEEP_INTERVAL_SECONDS},
+    },
+}
+
+# --- Logging (stdout; JSON lines in production, readable in development) -----------------------
+
+LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("DJANGO_LOG_FORMAT", default="console" if DEBUG else "json").lower()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "apps.core.logging.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "apps.core.logging.JsonFormatter"},
+        "console": {
+            "format": "%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s",
+        },
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "filters": ["context"],
+            "formatter": "json" if LOG_FORMAT == "json" else "console",
+        },
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Our request log (apps.core.middleware) replaces Django's per-request 4xx warnings.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+    },
+}
+
+# --- Production guard -------------------------------------------------------------------------
+
+
+def _refuse(message: str) -> None:
+    """Stop start-up with one line naming the variable and how to set it.
+
+    Printed here (not only as the SystemExit message) so the line also reaches the log when a
+    gunicorn or Celery child process, whose exit message nobody prints, is the one stopping.
+    """
+    print(f"configuration error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+if not DEBUG and not TESTING:
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure"):
+        _refuse(
+            "DJANGO_SECRET_KEY is missing or weak; set it to 50+ random characters, e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(64))' "
+            "(or set DJANGO_DEBUG=1 for development)"
+        )
+    if not ALLOWED_HOSTS:
+        _refuse(
+            "DJANGO_ALLOWED_HOSTS is empty; set it to the comma-separated host names this site "
+            "answers to, e.g. DJANGO_ALLOWED_HOSTS=example.com,www.example.com"
+        )
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        _refuse(
+            "DATABASE_URL is not set (SQLite is for development and tests only); set it to "
+            "a PostgreSQL URL, e.g. DATABASE_URL=postgres://user:password@db:5432/app"
+        )

@@ -1,0 +1,30 @@
+"""URL configuration. Everything of the API lives under /api/; /healthz and /readyz are
+answered by apps.core.middleware.HealthCheckMiddleware before URL routing."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from apps.core import health
+
+api_patterns = [
+    path("", include("apps.accounts.urls")),
+    path("", include("apps.posts.urls")),
+    path("", include("apps.exports.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]
+
+urlpatterns = [
+    path("api/", include(api_patterns)),
+    path("admin/", admin.site.urls),
+    # Normally answered by the middleware; listed so reverse("healthz") works.
+    path("healthz", health.liveness, name="healthz"),
+    path("readyz", health.readiness, name="readyz"),
+]
+
+handler400 = "apps.core.errors.handler400"
+handler403 = "apps.core.errors.handler403"
+handler404 = "apps.core.errors.handler404"
+handler500 = "apps.core.errors.handler500"

@@ -1,0 +1,108 @@
+"""The settings module read in fresh processes, as a server would start: defaults with nothing
+set, services with URLs set, and the production guard."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WEB_DIR = Path(__file__).resolve().parent.parent
+PRODUCTION_ENV = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+    "DJANGO_ALLOWED_HOSTS": "example.com",
+    "DJANGO_CSRF_TRUSTED_ORIGINS": "https://example.com",
+    "DATABASE_URL": "postgres://u:p@localhost:5432/db",
+    "REDIS_URL": "redis://localhost:6379/0",
+    "DJANGO_NUM_PROXIES": "1",
+    "DJANGO_SECURE_SSL_REDIRECT": "1",
+    "DJANGO_HSTS_SECONDS": "31536000",
+}
+PRINT_SETTINGS = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "from config.celery import app; "
+    "print(s.DATABASES['default']['ENGINE'], s.CACHES['default']['BACKEND'], "
+    "app.conf.task_always_eager, app.conf.broker_url, s.DEBUG)"
+)
+
+
+def run(code_or_args, env):
+    """Run Python in services/web with only ``env`` (plus PATH) in the environment."""
+    args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
+    clean_env = {"PATH": os.environ.get("PATH", ""), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    return subprocess.run(  # noqa: S603  (our own interpreter, fixed arguments)
+        [sys.executable, *args],
+        cwd=WEB_DIR,
+        env={**clean_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_defaults_need_nothing_installed():
+    result = run(PRINT_SETTINGS, {"DJANGO_DEBUG": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.sqlite3",
+        "django.core.cache.backends.locmem.LocMemCache",
+        "True",
+        "memory://",
+        "True",
+    ]
+
+
+def test_urls_switch_to_postgres_redis_and_a_real_broker():
+    result = run(PRINT_SETTINGS, PRODUCTION_ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql",
+        "django.core.cache.backends.redis.RedisCache",
+        "False",
+        "redis://localhost:6379/0",
+        "False",
+    ]
+
+
+def test_celery_broker_url_overrides_redis_url():
+    env = {**PRODUCTION_ENV, "CELERY_BROKER_URL": "redis://broker:6379/1"}
+    assert "redis://broker:6379/1" in run(PRINT_SETTINGS, env).stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_SECRET_KEY": "too-short"}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_SECRET_KEY": "django-insecure-" + "a1b2c3d4e5" * 6}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_ALLOWED_HOSTS": ""}, "DJANGO_ALLOWED_HOSTS"),
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"DATABASE_URL": "sqlite:////tmp/prod.sqlite3"}, "DATABASE_URL"),
+    ],
+)
+def test_production_guard_stops_start_up_with_one_line(change, variable):
+    env = {key: value for key, value in {**PRODUCTION_ENV, **change}.items() if value}
+    result = run(PRINT_SETTINGS, env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"configuration error: {variable} ")
+    assert "set" in lines[0]
+
+
+def test_production_guard_also_applies_to_manage_py():
+    result = run(["manage.py", "check"], {"DJANGO_DEBUG": "0"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if "DJANGO_SECRET_KEY" in line
+    ]
+
+
+def test_check_deploy_is_clean_with_a_production_environment():
+    result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], PRODUCTION_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout

@@ -105,12 +105,12 @@ stage_lint() {
 		--read-only --tmpfs /tmp:uid=33,gid=33 -e NGINX_UPSTREAM_WATCH=0 "drs/nginx:$DRS_TAG" nginx -e stderr -t
 	check "gunicorn --check-config (prod web image)" docker run --rm --network none \
 		-e DJANGO_SECRET_KEY=lint-only-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL \
-		-e DJANGO_ALLOWED_HOSTS=localhost -e DATABASE_URL=postgres://u:p@db/x "$prod" \
-		gunicorn --check-config --config config/gunicorn.conf.py config.wsgi:application
+		-e DJANGO_ALLOWED_HOSTS=localhost -e DATABASE_URL=postgres://u:p@db/x "$prod" gunicorn --check-config
 	check "makemigrations --check" docker run --rm --network none -e DJANGO_DEBUG=1 "$dev" \
 		python manage.py makemigrations --check --dry-run
-	check "check --deploy --fail-level WARNING (prod env)" docker run --rm --network none \
-		--env-file compose/prod.env.example \
+	# As deployed with TLS (nginx terminates HTTPS; Django redirects and sends HSTS too).
+	check "check --deploy --fail-level WARNING (prod env with TLS)" docker run --rm --network none \
+		--env-file compose/prod.env.example -e DJANGO_SECURE_SSL_REDIRECT=1 -e DJANGO_HSTS_SECONDS=31536000 \
 		-e DJANGO_SECRET_KEY="lint-only-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" \
 		-e DJANGO_DEBUG=0 -e DATABASE_URL=postgres://u:p@db/x -e REDIS_URL=redis://:p@redis:6379/1 \
 		"$prod" python manage.py check --deploy --fail-level WARNING

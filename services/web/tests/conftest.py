@@ -28,6 +28,16 @@ def _isolated(settings, tmp_path):
 
 
 @pytest.fixture
+def unreachable_broker(monkeypatch):
+    """Point Celery at a port where nothing listens. Celery reads CELERY_BROKER_URL from the
+    environment before its own config, so that variable (set in the stack) goes too."""
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    monkeypatch.delenv("CELERY_BROKER_WRITE_URL", raising=False)
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+
+
+@pytest.fixture
 def throttle_rates(settings):
     """Set throttle rates for a test: throttle_rates(anon="2/min")."""
 

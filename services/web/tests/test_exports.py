@@ -134,9 +134,7 @@ def test_malformed_export_id_is_404(auth_client):
     assert auth_client.get(f"{URL}not-a-uuid/").status_code == 404
 
 
-def test_broker_down_answers_503_and_leaves_no_export(auth_client):
-    celery_app.conf.task_always_eager = False
-    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+def test_broker_down_answers_503_and_leaves_no_export(auth_client, unreachable_broker):
     started = timezone.now()
     response = auth_client.post(URL, {"format": "csv"}, format="json")
     assert response.status_code == 503

@@ -2,8 +2,6 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from config.celery import app as celery_app
-
 
 def test_healthz_touches_nothing():
     # No database mark: any database access here would raise instead of answering.
@@ -78,9 +76,7 @@ def test_readyz_fails_when_the_database_is_unreachable(unreachable_database):
 
 
 @pytest.mark.django_db
-def test_readyz_fails_when_the_broker_is_unreachable():
-    celery_app.conf.task_always_eager = False
-    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
+def test_readyz_fails_when_the_broker_is_unreachable(unreachable_broker):
     response = Client().get("/readyz")
     assert response.status_code == 503
     body = response.json()

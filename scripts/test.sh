@@ -5,7 +5,8 @@
 #   images   contract tests of the postgres and redis images (tests/images)
 #   django   the Django suite inside the web dev image against the stack's Postgres + Redis
 #   e2e      the prod stack under its own project name on a free 127.0.0.1 port; tests over
-#            HTTP through nginx (tests/e2e); torn down always, also on failure
+#            HTTP through nginx (tests/e2e); torn down always, also on failure. Later host-side
+#            suites (STACK_SUITES) share that stack.
 # Ends with one line "N passed, N failed" (pytest cases + lint checks) and a non-zero exit
 # status when anything failed.
 # Usage: scripts/test.sh [all|lint|images|django|e2e|clean]
@@ -19,6 +20,8 @@ export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 RESULTS="$ROOT/.cache/test-results"
 VENV="$ROOT/.cache/venv"
 RUN_ID="$$"
+# Suites that share one prod stack in `all`, in order (destructive ones last).
+STACK_SUITES=(e2e)
 
 log() { printf '\n\033[1m[test] %s\033[0m\n' "$*"; }
 
@@ -137,36 +140,42 @@ stage_django() {
 	[ -s "$RESULTS/django.xml" ] || touch "$RESULTS/django.missing"
 }
 
-# The prod stack, as `make prod-up` runs it, on a free port; host-side tests through nginx.
-stage_e2e() {
-	log "end to end: prod stack through nginx"
-	local project="drs-e2e-$RUN_ID" env_file="$RESULTS/e2e.env"
+# Host-side suites against the prod stack, as `make prod-up` runs it, on a free loopback port:
+# tests/<suite> for each suite named, in order, all on one stack (destructive suites last).
+# Torn down always, also on failure; its logs are kept when a suite failed.
+stage_stack() {
+	local project="drs-e2e-$RUN_ID" env_file="$RESULTS/e2e.env" suite
+	log "prod stack for: $*"
 	scripts/prod-env.sh "$env_file" >/dev/null
 	# A free port chosen by Docker, on loopback only.
 	sed -i -e 's/^HTTP_PORT=.*/HTTP_PORT=/' -e 's/^HTTP_BIND=.*/HTTP_BIND=127.0.0.1/' "$env_file"
-	local -a compose=(env "DRS_ENV_FILE=$env_file" docker compose -p "$project" --env-file "$env_file"
+	STACK_COMPOSE=(env "DRS_ENV_FILE=$env_file" docker compose -p "$project" --env-file "$env_file"
 		-f docker-compose.yml -f docker-compose.prod.yml)
-	# shellcheck disable=SC2064
-	trap "e2e_teardown ${compose[*]}" RETURN
+	trap stack_teardown RETURN
 	local start; start=$(date +%s)
-	if ! "${compose[@]}" up -d --wait --wait-timeout 180; then
-		"${compose[@]}" ps -a
-		"${compose[@]}" logs --tail=80
-		touch "$RESULTS/e2e.missing"
+	if ! "${STACK_COMPOSE[@]}" up -d --wait --wait-timeout 180; then
+		"${STACK_COMPOSE[@]}" ps -a
+		"${STACK_COMPOSE[@]}" logs --tail=80
+		for suite in "$@"; do touch "$RESULTS/$suite.missing"; done
 		return
 	fi
 	echo "prod stack healthy in $(( $(date +%s) - start ))s"
-	E2E_BASE_URL="http://$("${compose[@]}" port nginx 8080)" \
-	E2E_PROJECT="$project" E2E_ENV_FILE="$env_file" \
-		pytest_run e2e tests/e2e -q
+	export E2E_PROJECT="$project" E2E_ENV_FILE="$env_file"
+	E2E_BASE_URL="http://$("${STACK_COMPOSE[@]}" port nginx 8080)"
+	export E2E_BASE_URL
+	for suite in "$@"; do
+		log "suite: $suite"
+		pytest_run "$suite" "tests/$suite" -q
+	done
 }
 
-e2e_teardown() {
-	if [ -f "$RESULTS/e2e.missing" ] || grep -q '<failure\|<error' "$RESULTS/e2e.xml" 2>/dev/null; then
-		"$@" logs --tail=60 >"$RESULTS/e2e-stack.log" 2>&1 || true
-		echo "stack logs: $RESULTS/e2e-stack.log"
+stack_teardown() {
+	trap - RETURN
+	if compgen -G "$RESULTS/*.missing" >/dev/null || grep -qs '<failure\|<error' "$RESULTS"/*.xml; then
+		"${STACK_COMPOSE[@]}" logs --tail=100 >"$RESULTS/stack.log" 2>&1 || true
+		echo "stack logs: $RESULTS/stack.log"
 	fi
-	"$@" down -v --remove-orphans >/dev/null 2>&1 || true
+	"${STACK_COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 }
 
 stage_clean() {
@@ -189,8 +198,14 @@ main() {
 	ensure_venv
 	ensure_images
 	case "$what" in
-		all) stage_lint; stage_images; stage_django; stage_e2e ;;
-		lint | images | django | e2e) "stage_$what" ;;
+		all)
+			stage_lint
+			stage_images
+			stage_django
+			stage_stack "${STACK_SUITES[@]}"
+			;;
+		lint | images | django) "stage_$what" ;;
+		e2e) stage_stack e2e ;;
 		*) echo "usage: $0 [all|lint|images|django|e2e|clean]" >&2; exit 64 ;;
 	esac
 	log "summary"

@@ -25,7 +25,7 @@ beat_cmd() {
 	printf '%s\n' celery -A config beat \
 		--loglevel "${CELERY_LOG_LEVEL:-INFO}" \
 		--schedule "${CELERY_BEAT_SCHEDULE_FILENAME:-/tmp/celerybeat-schedule}" \
-		--pidfile ""
+		--pidfile=
 }
 
 main() {

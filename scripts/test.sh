@@ -117,6 +117,7 @@ stage_lint() {
 		-e DJANGO_SECRET_KEY="lint-only-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" \
 		-e DJANGO_DEBUG=0 -e DATABASE_URL=postgres://u:p@db/x -e REDIS_URL=redis://:p@redis:6379/1 \
 		"$prod" python manage.py check --deploy --fail-level WARNING
+	check "docs list every Make target and variable" scripts/docs-check.py
 	check "OpenAPI schema without warnings" docker run --rm --network none -e DJANGO_DEBUG=1 "$dev" \
 		python manage.py spectacular --fail-on-warn --validate --file /dev/null
 }

@@ -2,7 +2,7 @@
 
 With nothing set it runs on its own for tests (SQLite file, in-process Celery, local-memory
 cache). Set ``DATABASE_URL`` / ``REDIS_URL`` and it uses PostgreSQL, Redis and a real Celery
-broker. Every variable is documented in ``docs-settings.md``.
+broker. Every variable is documented in the README (``Configuration``).
 
 With ``DJANGO_DEBUG`` off (the default) a production guard at the end of this module stops
 start-up with one line when a required value is missing.
@@ -82,6 +82,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so its process_exception sees view errors first: a lost database answers JSON 503.
+    "apps.core.middleware.DatabaseUnavailableMiddleware",
 ]
 
 TEMPLATES = [
@@ -245,12 +247,18 @@ BENCH_VIEWS = env.bool("DJANGO_BENCH_VIEWS", default=False)
 # --- Exports ----------------------------------------------------------------------------------
 
 EXPORT_TTL_DAYS = env.int("EXPORT_TTL_DAYS", default=7)
-# An export still "running" after this long is re-queued (or failed after EXPORT_MAX_ATTEMPTS).
+# An export still "queued" after this long (its message was lost) is sent again.
 EXPORT_STUCK_MINUTES = env.int("EXPORT_STUCK_MINUTES", default=15)
+# A running export touches its heartbeat this often; one whose heartbeat is older than the
+# timeout lost its worker (SIGKILL, OOM, host crash) and is re-queued by the sweep, or failed
+# after EXPORT_MAX_ATTEMPTS runs. Recovery takes about timeout + sweep interval, whatever
+# the broker's visibility timeout (docs/reliability.md).
+EXPORT_HEARTBEAT_SECONDS = env.int("EXPORT_HEARTBEAT_SECONDS", default=5)
+EXPORT_HEARTBEAT_TIMEOUT_SECONDS = env.int("EXPORT_HEARTBEAT_TIMEOUT_SECONDS", default=30)
 EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=3)
 # Hard time limit of one export run (seconds); the soft limit (clean failure) is 30 s earlier.
 EXPORT_TASK_TIME_LIMIT = env.int("EXPORT_TASK_TIME_LIMIT", default=300)
-EXPORT_SWEEP_INTERVAL_SECONDS = env.int("EXPORT_SWEEP_INTERVAL_SECONDS", default=300)
+EXPORT_SWEEP_INTERVAL_SECONDS = env.int("EXPORT_SWEEP_INTERVAL_SECONDS", default=10)
 EXPORT_PURGE_INTERVAL_SECONDS = env.int("EXPORT_PURGE_INTERVAL_SECONDS", default=3600)
 
 # --- Celery -----------------------------------------------------------------------------------
@@ -287,6 +295,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str(
     "CELERY_BEAT_SCHEDULE_FILENAME",
     default="/tmp/celerybeat-schedule",  # noqa: S108
 )
+# Beat takes a Redis lock before sending anything: a second beat stands by (config/beat.py).
+CELERY_BEAT_SCHEDULER = "config.beat:SingleBeatScheduler"
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-exports": {
         "task": "apps.exports.tasks.purge_expired_exports",

@@ -98,7 +98,10 @@ lock: ## Regenerate the hashed lock files from services/web/pyproject.toml and t
 	scripts/lock.sh
 
 ## Testing
-.PHONY: test test-lint test-images test-django test-e2e
+.PHONY: lint test test-lint test-images test-django test-e2e
+lint: ## Lint only (the same as test-lint)
+	@scripts/test.sh lint
+
 test: ## Everything CI runs: lint, image contracts, Django suite on Postgres+Redis, end to end via nginx
 	@scripts/test.sh all
 

@@ -13,7 +13,10 @@ BUILD_CA_BUNDLE ?= $(or $(firstword $(wildcard /etc/ssl/certs/ca-certificates.cr
 export DRS_TAG BUILD_CA_BUNDLE
 
 DEV_COMPOSE  = docker compose -p $(DEV_PROJECT) --env-file compose/dev.env -f docker-compose.yml -f docker-compose.dev.yml
-PROD_COMPOSE = DRS_ENV_FILE=$(PROD_ENV) docker compose -p $(PROD_PROJECT) --env-file $(PROD_ENV) -f docker-compose.yml -f docker-compose.prod.yml
+# The prod stack runs the tag `make deploy` recorded in $(PROD_ENV).tags, else DRS_TAG.
+PROD_TAG     = $(or $(shell sed -n 's/^DRS_TAG=//p' $(PROD_ENV).tags 2>/dev/null | tail -n1),$(DRS_TAG))
+PROD_SCRIPT  = PROD_ENV=$(PROD_ENV) PROD_PROJECT=$(PROD_PROJECT)
+PROD_COMPOSE = DRS_TAG=$(PROD_TAG) DRS_ENV_FILE=$(PROD_ENV) docker compose -p $(PROD_PROJECT) --env-file $(PROD_ENV) -f docker-compose.yml -f docker-compose.prod.yml
 COMPOSE      = $(if $(filter prod,$(STACK)),$(PROD_COMPOSE),$(DEV_COMPOSE))
 SETUP        = scripts/docker-setup.sh
 
@@ -39,18 +42,45 @@ dev-down: ## Stop the dev stack (data volumes are kept; `make clean` removes the
 
 ## Production (single VM)
 .PHONY: prod-env prod-up prod-down
-prod-env: ## Write compose/prod.env with strong random secrets (never overwrites; mode 600)
+prod-env: ## Write compose/prod.env with strong random secrets (never overwrites; mode 600) and a self-signed certificate if none
 	@scripts/prod-env.sh $(PROD_ENV)
+	@scripts/certs-selfsigned.sh "$$(sed -n 's/^NGINX_SERVER_NAME=//p' $(PROD_ENV) | awk '{print $$1}')" \
+		"$$(sed -n 's/^TLS_CERTS_DIR=//p' $(PROD_ENV) | tail -n1 | grep . || echo certs)"
 
 prod-up: ## Build and start the hardened prod stack behind nginx; waits until healthy
 	@test -f $(PROD_ENV) || { echo "error: $(PROD_ENV) does not exist; run 'make prod-env' to create one, then review it" >&2; exit 1; }
 	@$(SETUP)
 	$(PROD_COMPOSE) up -d --build --wait
-	@echo "prod stack is up: $$($(PROD_COMPOSE) port nginx 8080)"
+	@echo "prod stack is up: http on $$($(PROD_COMPOSE) port nginx 8080), https on $$($(PROD_COMPOSE) port nginx 8443)"
 
 prod-down: ## Stop the prod stack (volumes are kept)
 	@$(SETUP)
 	$(PROD_COMPOSE) down --remove-orphans
+
+## Backups, deploys and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/tls.md)
+.PHONY: backup backups restore deploy rollback certs-selfsigned
+backup: ## Take a verified backup now (database + media) into the backups volume
+	@$(SETUP)
+	@$(PROD_SCRIPT) scripts/backup.sh backup
+
+backups: ## List the backups, newest first, with their state (fails if the last backup run failed)
+	@$(SETUP)
+	@$(PROD_SCRIPT) scripts/backup.sh list
+
+restore: ## Restore backup FILE=NAME: stops web/worker/beat, restores in one transaction, restarts them
+	@$(SETUP)
+	@$(PROD_SCRIPT) scripts/backup.sh restore "$(FILE)"
+
+deploy: ## Zero-downtime deploy: build images tagged with the git commit, migrate, replace containers one by one
+	@$(SETUP)
+	@$(PROD_SCRIPT) scripts/deploy.sh deploy
+
+rollback: ## Go back to the tag deployed before the last `make deploy` (same rolling replacement)
+	@$(SETUP)
+	@$(PROD_SCRIPT) scripts/deploy.sh rollback
+
+certs-selfsigned: ## Self-signed CA + certificate for DOMAIN=... (default localhost) into certs/ for trying TLS
+	@scripts/certs-selfsigned.sh "$(or $(DOMAIN),localhost)" "$(or $(CERTS_DIR),certs)"
 
 ## Operating a stack (STACK=dev by default, STACK=prod for the prod stack)
 .PHONY: ps logs migrate makemigrations createsuperuser shell psql
@@ -98,7 +128,7 @@ lock: ## Regenerate the hashed lock files from services/web/pyproject.toml and t
 	scripts/lock.sh
 
 ## Testing
-.PHONY: lint test test-lint test-images test-django test-e2e
+.PHONY: lint test test-lint test-images test-django test-e2e test-tls test-backup test-deploy test-bench test-hardening test-fuzz test-faults
 lint: ## Lint only (the same as test-lint)
 	@scripts/test.sh lint
 
@@ -114,8 +144,35 @@ test-images: ## Contract tests of the postgres and redis images
 test-django: ## The Django suite inside the web image against the stack's Postgres and Redis
 	@scripts/test.sh django
 
-test-e2e: ## Prod stack on a free 127.0.0.1 port, tested over HTTP through nginx, then removed
+test-e2e: ## Prod stack on free 127.0.0.1 ports, tested over HTTPS (its own CA) through nginx, then removed
 	@scripts/test.sh e2e
+
+test-hardening: ## docker inspect of every prod container, password/network refusals, no secrets in images, check --deploy, hadolint, compose-lint
+	@scripts/test.sh hardening
+
+test-fuzz: ## schemathesis on /api/schema/ with a token (all checks) and hostile input through nginx: never a 5xx or a hang
+	@scripts/test.sh fuzz
+
+test-faults: ## Kill/restart worker, Postgres, Redis, web, beat, the whole stack under load: nothing acknowledged lost (docs/reliability.md)
+	@scripts/test.sh faults
+
+test-tls: ## TLS of the prod stack: HTTPS with the generated CA, HTTP redirect, ACME webroot, no TLS 1.1
+	@scripts/test.sh tls
+
+test-backup: ## Backup, verification, restore (checksums identical), truncated backup refused, rotation
+	@scripts/test.sh backup
+
+test-deploy: ## make deploy under a read/write request loop with zero failures, exports finish, make rollback
+	@scripts/test.sh deploy
+
+## Benchmarks
+.PHONY: bench
+bench: ## Benchmark the prod stack against runserver and gunicorn defaults (~25 min; BENCH_QUICK=1: seconds); docs/benchmarks.md
+	@$(SETUP)
+	@BENCH_QUICK=$(BENCH_QUICK) scripts/bench.sh
+
+test-bench: ## The benchmark harness on a small dataset (BENCH_QUICK=1): checks it works, never speed
+	@scripts/test.sh bench
 
 ## Cleaning
 .PHONY: clean

@@ -3,6 +3,7 @@
 #   services/web/requirements.txt      runtime (what the prod image installs)
 #   services/web/requirements-dev.txt  runtime + test/lint/dev tools (the dev image, native venvs)
 #   tests/requirements.txt             host-side test tools
+#   bench/requirements.txt             host-side benchmark tools (make bench)
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,4 +23,6 @@ echo "lock: services/web/requirements-dev.txt"
 (cd services/web && compile pyproject.toml --extra dev -o requirements-dev.txt)
 echo "lock: tests/requirements.txt"
 (cd tests && compile requirements.in -o requirements.txt)
+echo "lock: bench/requirements.txt"
+(cd bench && compile requirements.in -o requirements.txt)
 echo "lock: done; rebuild images with 'make build'"

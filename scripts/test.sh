@@ -9,7 +9,11 @@
 #            suites (STACK_SUITES) share that stack.
 # Ends with one line "N passed, N failed" (pytest cases + lint checks) and a non-zero exit
 # status when anything failed.
-# Usage: scripts/test.sh [all|lint|images|django|e2e|clean]
+#   tls      HTTPS with the run's own CA, HTTP->HTTPS redirect, ACME webroot, TLS 1.1 refused
+#   backup   backup, verification, restore, truncated backup refused, rotation (disruptive)
+#   deploy   make deploy under load with zero failed requests, then make rollback (disruptive)
+#   bench    make bench BENCH_QUICK=1 (last in `all`): checks the benchmark harness works, never speed
+# Usage: scripts/test.sh [all|lint|images|django|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -17,11 +21,12 @@ cd "$ROOT"
 export DRS_TAG="${DRS_TAG:-latest}"
 export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 [ -r "$BUILD_CA_BUNDLE" ] || BUILD_CA_BUNDLE=/dev/null
-RESULTS="$ROOT/.cache/test-results"
+# TEST_RESULTS: another folder, so that runs side by side do not wipe each other's results.
+RESULTS="${TEST_RESULTS:-$ROOT/.cache/test-results}"
 VENV="$ROOT/.cache/venv"
 RUN_ID="$$"
 # Suites that share one prod stack in `all`, in order (destructive ones last).
-STACK_SUITES=(e2e)
+STACK_SUITES=(e2e hardening fuzz tls backup deploy faults)
 
 log() { printf '\n\033[1m[test] %s\033[0m\n' "$*"; }
 
@@ -106,6 +111,11 @@ stage_lint() {
 		--env-file compose/prod.env.example -f docker-compose.yml -f docker-compose.prod.yml config -q
 	check "nginx -t (nginx image)" docker run --rm --network none --add-host web:127.0.0.1 \
 		--read-only --tmpfs /tmp:uid=33,gid=33 -e NGINX_UPSTREAM_WATCH=0 "drs/nginx:$DRS_TAG" nginx -e stderr -t
+	rm -rf "$RESULTS/lint-certs"
+	scripts/certs-selfsigned.sh localhost "$RESULTS/lint-certs" >/dev/null
+	check "nginx -t (nginx image, HTTPS mode)" docker run --rm --network none --add-host web:127.0.0.1 \
+		--read-only --tmpfs /tmp:uid=33,gid=33 -e NGINX_UPSTREAM_WATCH=0 -v "$RESULTS/lint-certs:/etc/nginx/certs:ro" \
+		"drs/nginx:$DRS_TAG" nginx -e stderr -t
 	check "gunicorn --check-config (prod web image)" docker run --rm --network none \
 		-e DJANGO_SECRET_KEY=lint-only-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL \
 		-e DJANGO_ALLOWED_HOSTS=localhost -e DATABASE_URL=postgres://u:p@db/x "$prod" gunicorn --check-config
@@ -145,11 +155,20 @@ stage_django() {
 # tests/<suite> for each suite named, in order, all on one stack (destructive suites last).
 # Torn down always, also on failure; its logs are kept when a suite failed.
 stage_stack() {
-	local project="drs-e2e-$RUN_ID" env_file="$RESULTS/e2e.env" suite
+	local project="drs-e2e-$RUN_ID" suite
+	# The stack's env file and certificates live outside $RESULTS, which a concurrent run's
+	# results_reset would delete under the stack's feet; removed at teardown.
+	STACK_DIR="$ROOT/.cache/$project"
+	local env_file="$STACK_DIR/e2e.env"
+	rm -rf "$STACK_DIR"
+	mkdir -p "$STACK_DIR"
 	log "prod stack for: $*"
 	scripts/prod-env.sh "$env_file" >/dev/null
-	# A free port chosen by Docker, on loopback only.
-	sed -i -e 's/^HTTP_PORT=.*/HTTP_PORT=/' -e 's/^HTTP_BIND=.*/HTTP_BIND=127.0.0.1/' "$env_file"
+	# Free ports chosen by Docker, on loopback only; HTTPS with a CA made for this run.
+	sed -i -e 's/^HTTP_PORT=.*/HTTP_PORT=/' -e 's/^HTTPS_PORT=.*/HTTPS_PORT=/' \
+		-e 's/^HTTP_BIND=.*/HTTP_BIND=127.0.0.1/' "$env_file"
+	scripts/certs-selfsigned.sh localhost "$STACK_DIR/certs" >/dev/null
+	printf 'TLS_CERTS_DIR=%s\n' "$STACK_DIR/certs" >>"$env_file"
 	STACK_COMPOSE=(env "DRS_ENV_FILE=$env_file" docker compose -p "$project" --env-file "$env_file"
 		-f docker-compose.yml -f docker-compose.prod.yml)
 	trap stack_teardown RETURN
@@ -161,9 +180,10 @@ stage_stack() {
 		return
 	fi
 	echo "prod stack healthy in $(( $(date +%s) - start ))s"
-	export E2E_PROJECT="$project" E2E_ENV_FILE="$env_file"
-	E2E_BASE_URL="http://$("${STACK_COMPOSE[@]}" port nginx 8080)"
-	export E2E_BASE_URL
+	export E2E_PROJECT="$project" E2E_ENV_FILE="$env_file" E2E_CA_BUNDLE="$STACK_DIR/certs/ca.pem"
+	E2E_BASE_URL="https://$("${STACK_COMPOSE[@]}" port nginx 8443)"
+	E2E_HTTP_URL="http://$("${STACK_COMPOSE[@]}" port nginx 8080)"
+	export E2E_BASE_URL E2E_HTTP_URL
 	for suite in "$@"; do
 		log "suite: $suite"
 		pytest_run "$suite" "tests/$suite" -q
@@ -177,12 +197,28 @@ stack_teardown() {
 		echo "stack logs: $RESULTS/stack.log"
 	fi
 	"${STACK_COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+	rm -rf "$STACK_DIR"
+}
+
+# The benchmark harness end to end on a small dataset, one short round, under its own project;
+# a check that it runs and writes its results (BENCH_QUICK=1), never an assertion on speed.
+stage_bench_quick() {
+	local name="bench harness (make bench BENCH_QUICK=1)"
+	log "benchmark harness, quick: checks it works, never speed"
+	if BENCH_QUICK=1 BENCH_SKIP_BUILD=1 BENCH_PROJECT="drs-bench-test-$RUN_ID" BENCH_OUT="$RESULTS/bench" \
+		scripts/bench.sh; then
+		printf '  PASS  %s\n' "$name"
+		printf 'pass\t%s\n' "$name" >>"$RESULTS/checks.tsv"
+	else
+		printf '  FAIL  %s\n' "$name"
+		printf 'fail\t%s\n' "$name" >>"$RESULTS/checks.tsv"
+	fi
 }
 
 stage_clean() {
 	local p
 	for p in $(docker compose ls -a --format json 2>/dev/null | python3 -c \
-		'import json,sys; [print(x["Name"]) for x in json.load(sys.stdin) if x["Name"].startswith(("drs-test-","drs-e2e-"))]'); do
+		'import json,sys; [print(x["Name"]) for x in json.load(sys.stdin) if x["Name"].startswith(("drs-test-","drs-e2e-","drs-bench-test-"))]'); do
 		echo "removing leftover test stack $p"
 		docker compose -p "$p" down -v --remove-orphans >/dev/null 2>&1 || true
 	done
@@ -204,10 +240,13 @@ main() {
 			stage_images
 			stage_django
 			stage_stack "${STACK_SUITES[@]}"
+			stage_bench_quick
 			;;
 		lint | images | django) "stage_$what" ;;
-		e2e) stage_stack e2e ;;
-		*) echo "usage: $0 [all|lint|images|django|e2e|clean]" >&2; exit 64 ;;
+		bench) stage_bench_quick ;;
+		e2e | tls | backup | deploy) stage_stack "$what" ;;
+		faults | fuzz | hardening) stage_stack "$what" ;;
+		*) echo "usage: $0 [all|lint|images|django|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]" >&2; exit 64 ;;
 	esac
 	log "summary"
 	summary

@@ -1,5 +1,6 @@
 """Shared helpers for the host-side suites (e2e, and later faults/fuzz/hardening): they talk to
-a running prod stack through nginx on 127.0.0.1 and drive it with `docker compose`."""
+a running prod stack through nginx on 127.0.0.1 and drive it with `docker compose`.
+E2E_BASE_URL is nginx's HTTPS port (trusting E2E_CA_BUNDLE), E2E_HTTP_URL its HTTP port."""
 
 import json
 import os
@@ -12,6 +13,11 @@ import pytest
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The stack serves HTTPS with a CA made for the run (scripts/test.sh): every requests call in
+# the suites trusts it, also those not made through Client (the suites talk to nothing else).
+CA_BUNDLE = os.environ.get("E2E_CA_BUNDLE")
+if CA_BUNDLE:
+    os.environ["REQUESTS_CA_BUNDLE"] = CA_BUNDLE
 
 
 class Stack:
@@ -74,6 +80,15 @@ def base_url() -> str:
     return url.rstrip("/")
 
 
+@pytest.fixture(scope="session")
+def http_url() -> str:
+    """nginx's plain-HTTP port (redirects to HTTPS)."""
+    url = os.environ.get("E2E_HTTP_URL")
+    if not url:
+        pytest.fail("E2E_HTTP_URL is not set: run these tests with `make test-e2e`")
+    return url.rstrip("/")
+
+
 class Client(requests.Session):
     """requests.Session bound to the stack's nginx, sending the served Host name."""
 
@@ -85,6 +100,8 @@ class Client(requests.Session):
     def request(self, method, url, *args, **kwargs):
         kwargs.setdefault("timeout", 15)
         kwargs.setdefault("allow_redirects", False)
+        if CA_BUNDLE:
+            kwargs.setdefault("verify", CA_BUNDLE)
         if url.startswith("/"):
             url = self.base_url + url
         return super().request(method, url, *args, **kwargs)
@@ -109,7 +126,13 @@ def make_user(stack, base_url):
             f"get_user_model().objects.create_user({username!r}, password={password!r})"
         )
         c = Client(base_url)
-        r = c.post("/api/auth/token/", json={"username": username, "password": password})
+        # The login throttle (10/min per address) is shared by every suite on the stack: when
+        # it bites, wait as long as the API says (Retry-After) and log in again, a few times.
+        for _ in range(4):
+            r = c.post("/api/auth/token/", json={"username": username, "password": password})
+            if r.status_code != 429:
+                break
+            time.sleep(min(float(r.headers.get("Retry-After", "10")) + 1, 65))
         assert r.status_code == 200, r.text
         c.headers["Authorization"] = f"Token {r.json()['token']}"
         c.username = username

@@ -239,7 +239,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents its error answers too (apps/core/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.core.schema.add_error_responses",
+        "apps.core.schema.close_request_bodies",
+    ],
 }
+
+# Unfiltered lists of a table with more rows than this report PostgreSQL's row estimate as
+# `count` instead of running COUNT(*) on every page (0: always exact).
+PAGINATION_ESTIMATE_ABOVE = env.int("DJANGO_PAGINATION_ESTIMATE_ABOVE", default=10_000)
 
 # Bench-only bare Django view at /api/bench/posts/ (prices DRF's overhead). Off in production.
 BENCH_VIEWS = env.bool("DJANGO_BENCH_VIEWS", default=False)

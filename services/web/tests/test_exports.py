@@ -273,7 +273,7 @@ def test_sweep_fails_an_export_after_max_attempts(user, settings):
     assert services.sweep_stuck_exports() == {"requeued": 0, "failed": 1}
     export.refresh_from_db()
     assert export.status == "failed"
-    assert "did not finish" in export.error
+    assert "no heartbeat" in export.error
 
 
 def test_sweep_leaves_recent_exports_alone(user):

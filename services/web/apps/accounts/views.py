@@ -1,10 +1,9 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions
-from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.generics import RetrieveAPIView
 
-from apps.accounts.serializers import MeSerializer, TokenSerializer
+from apps.accounts.serializers import LoginSerializer, MeSerializer, TokenSerializer
 from apps.core.parsers import FormParser, JSONParser, MultiPartParser
 from apps.core.throttles import LoginRateThrottle
 
@@ -16,11 +15,12 @@ class TokenView(ObtainAuthToken):
     client address (``DJANGO_THROTTLE_LOGIN``).
     """
 
+    serializer_class = LoginSerializer
     throttle_classes = [LoginRateThrottle]
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     @extend_schema(
-        request=AuthTokenSerializer,
+        request=LoginSerializer,
         responses={200: TokenSerializer},
         summary="Obtain an API token",
         tags=["auth"],

@@ -8,14 +8,22 @@
 for errors raised outside DRF (unknown URLs, disallowed hosts, crashes).
 """
 
+import logging
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from apps.core.context import get_request_id
-from apps.core.exceptions import PayloadTooLarge
+from apps.core.exceptions import DatabaseUnavailable, PayloadTooLarge
+
+logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait (Retry-After) when a dependency is down.
+RETRY_AFTER_SECONDS = 5
 
 
 def error_body(
@@ -67,6 +75,10 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound(*exc.args)
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # The database is unreachable (restarting, failing over): a transient 503.
+        logger.warning("database unavailable: %s", exc)
+        exc = DatabaseUnavailable()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # unexpected: Django's handler500 answers (and the error is logged)
@@ -83,6 +95,8 @@ def exception_handler(exc, context):
         code = _first_code(exc.get_codes()) if isinstance(exc, exceptions.APIException) else "error"
         message = response.data.get("detail", "") if isinstance(response.data, dict) else ""
     response.data = error_body(response.status_code, code, message, fields, request_id)
+    if response.status_code == 503 and "Retry-After" not in response:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
@@ -114,6 +128,17 @@ def handler500(request: HttpRequest) -> JsonResponse:
     return error_response(500, "server_error", "Internal server error.", request=request)
 
 
+def database_unavailable(request: HttpRequest) -> JsonResponse:
+    response = error_response(
+        503,
+        DatabaseUnavailable.default_code,
+        str(DatabaseUnavailable.default_detail),
+        request=request,
+    )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
     detail = f"CSRF verification failed: {reason}"
     return error_response(403, "csrf_failed", detail, request=request)
@@ -121,6 +146,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
 
 __all__ = [
     "csrf_failure",
+    "database_unavailable",
     "error_body",
     "error_response",
     "exception_handler",

@@ -13,3 +13,10 @@ class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "Service temporarily unavailable, try again later."
     default_code = "service_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached (restart, failover): a transient 503, never a 500."""
+
+    default_detail = "The database is unavailable; try again shortly."
+    default_code = "database_unavailable"

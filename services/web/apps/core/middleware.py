@@ -3,6 +3,8 @@
 import logging
 import time
 
+from django.db import InterfaceError, OperationalError
+
 from apps.core import health
 from apps.core.context import clean_request_id, request_id_var
 
@@ -69,3 +71,22 @@ class HealthCheckMiddleware:
         if view is not None:
             return view(request)
         return self.get_response(request)
+
+
+class DatabaseUnavailableMiddleware:
+    """Outside DRF views (admin, plain Django views), answer a lost database with the same JSON
+    503 and Retry-After as the API does, not a 500: the outage is transient."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, OperationalError | InterfaceError):
+            from apps.core.errors import database_unavailable
+
+            logger.warning("database unavailable: %s", exception)
+            return database_unavailable(request)
+        return None

@@ -8,6 +8,7 @@ import io
 
 from django.conf import settings
 from rest_framework import parsers
+from rest_framework.exceptions import ParseError
 
 from apps.core.exceptions import PayloadTooLarge
 
@@ -32,7 +33,13 @@ class _BoundedBodyMixin:
 
 
 class JSONParser(_BoundedBodyMixin, parsers.JSONParser):
-    pass
+    """JSON too deeply nested for Python's parser (``[[[[...``) is a 400, not a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise ParseError("JSON parse error - nested too deeply.") from exc
 
 
 class FormParser(_BoundedBodyMixin, parsers.FormParser):

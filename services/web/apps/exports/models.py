@@ -34,6 +34,9 @@ class Export(models.Model):
     # Last time the task was sent to the broker (the stuck sweep re-sends lost ones).
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Touched every EXPORT_HEARTBEAT_SECONDS by the run in progress: a "running" export whose
+    # heartbeat is older than EXPORT_HEARTBEAT_TIMEOUT_SECONDS lost its worker (re-queued).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

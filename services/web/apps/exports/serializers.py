@@ -1,13 +1,15 @@
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.core.validation import StrictChoiceField, StrictInputMixin
 from apps.exports.models import Export
 
 
-class ExportCreateSerializer(serializers.Serializer):
-    format = serializers.ChoiceField(choices=Export.Format.choices)
+class ExportCreateSerializer(StrictInputMixin, serializers.Serializer):
+    """What to export: the file format."""
+
+    format = StrictChoiceField(choices=Export.Format.choices)
 
 
 class ExportSerializer(serializers.ModelSerializer):
@@ -29,7 +31,7 @@ class ExportSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field({"type": "string", "format": "uri", "nullable": True})
     def get_download_url(self, export: Export) -> str | None:
         """Where to fetch the file, once the export is done."""
         if export.status != Export.Status.DONE:

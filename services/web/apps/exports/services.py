@@ -4,13 +4,14 @@ import csv
 import json
 import logging
 import os
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -86,13 +87,61 @@ def _start(export_id) -> Export | None:
         if export.status == Export.Status.FAILED:
             logger.info("export %s has failed; not running it again", export_id)
             return None
+        if export.status == Export.Status.RUNNING and _heartbeat_is_fresh(export):
+            # A duplicate delivery (e.g. the broker's visibility timeout after the sweep
+            # re-queued it): another run is alive and will finish it.
+            logger.info("export %s is running elsewhere; nothing to do", export_id)
+            return None
+        now = timezone.now()
         export.status = Export.Status.RUNNING
-        export.started_at = timezone.now()
+        export.started_at = now
+        export.heartbeat_at = now
         export.finished_at = None
         export.attempts += 1
         export.error = ""
-        export.save(update_fields=["status", "started_at", "finished_at", "attempts", "error"])
+        export.save(
+            update_fields=[
+                "status", "started_at", "heartbeat_at", "finished_at", "attempts", "error",
+            ]
+        )  # fmt: skip
     return export
+
+
+def _heartbeat_is_fresh(export: Export, now=None) -> bool:
+    now = now or timezone.now()
+    timeout = timedelta(seconds=settings.EXPORT_HEARTBEAT_TIMEOUT_SECONDS)
+    return export.heartbeat_at is not None and export.heartbeat_at > now - timeout
+
+
+class _Heartbeat:
+    """Touches ``Export.heartbeat_at`` from a thread every EXPORT_HEARTBEAT_SECONDS while the
+    export is written: proof of life that a long query or write cannot hold up. When the
+    worker process dies, the heartbeat stops and the sweep re-queues the export."""
+
+    def __init__(self, export_id):
+        self.export_id = export_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="export-heartbeat", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(settings.EXPORT_HEARTBEAT_SECONDS):
+                try:
+                    Export.objects.filter(pk=self.export_id, status=Export.Status.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception as exc:  # database briefly away: try again next beat
+                    logger.warning("export %s heartbeat failed: %s", self.export_id, exc)
+        finally:
+            connection.close()  # this thread's own database connection
 
 
 def _write_rows(export: Export, handle) -> int:
@@ -146,7 +195,8 @@ def run_export(export_id) -> Export | None:
         return None
     logger.info("export %s running (attempt %s)", export.pk, export.attempts)
     try:
-        count = _write_file(export)
+        with _Heartbeat(export.pk):
+            count = _write_file(export)
     except SoftTimeLimitExceeded:
         return _fail(export, f"time limit of {settings.EXPORT_TASK_TIME_LIMIT} s exceeded")
     except Exception as exc:
@@ -201,25 +251,36 @@ def purge_expired_exports(now=None) -> int:
 
 
 def sweep_stuck_exports(now=None) -> dict[str, int]:
-    """Deal with exports that make no progress for EXPORT_STUCK_MINUTES: ``running`` ones whose
-    worker died are re-queued, or failed after EXPORT_MAX_ATTEMPTS runs; ``queued`` ones whose
-    message was lost (a broker restart) are sent again."""
+    """Deal with exports that make no progress: ``running`` ones whose heartbeat is older than
+    EXPORT_HEARTBEAT_TIMEOUT_SECONDS (their worker died) are re-queued, or failed after
+    EXPORT_MAX_ATTEMPTS runs; ``queued`` ones not picked up for EXPORT_STUCK_MINUTES (their
+    message was lost) are sent again."""
     now = now or timezone.now()
-    cutoff = now - timedelta(minutes=settings.EXPORT_STUCK_MINUTES)
+    queued_cutoff = now - timedelta(minutes=settings.EXPORT_STUCK_MINUTES)
+    running_cutoff = now - timedelta(seconds=settings.EXPORT_HEARTBEAT_TIMEOUT_SECONDS)
     counts = {"requeued": 0, "failed": 0}
-    candidates = Export.objects.filter(
-        status=Export.Status.RUNNING, started_at__lt=cutoff
-    ) | Export.objects.filter(status=Export.Status.QUEUED, queued_at__lt=cutoff)
+    candidates = (
+        Export.objects.filter(status=Export.Status.RUNNING, heartbeat_at__lt=running_cutoff)
+        | Export.objects.filter(
+            status=Export.Status.RUNNING, heartbeat_at=None, started_at__lt=running_cutoff
+        )
+        | Export.objects.filter(status=Export.Status.QUEUED, queued_at__lt=queued_cutoff)
+    )
     for export_id in candidates.values_list("pk", flat=True):
         with transaction.atomic():
             export = Export.objects.select_for_update().filter(pk=export_id).first()
             if export is None:
                 continue
-            running_stuck = export.status == Export.Status.RUNNING and export.started_at < cutoff
+            last_sign_of_life = export.heartbeat_at or export.started_at
+            running_stuck = (
+                export.status == Export.Status.RUNNING
+                and last_sign_of_life is not None
+                and last_sign_of_life < running_cutoff
+            )
             queued_stuck = (
                 export.status == Export.Status.QUEUED
                 and export.queued_at is not None
-                and export.queued_at < cutoff
+                and export.queued_at < queued_cutoff
             )
             if not (running_stuck or queued_stuck):
                 continue  # it moved on since we looked
@@ -227,8 +288,9 @@ def sweep_stuck_exports(now=None) -> dict[str, int]:
                 export.status = Export.Status.FAILED
                 export.finished_at = now
                 export.error = (
-                    f"did not finish within {settings.EXPORT_STUCK_MINUTES} minutes "
-                    f"after {export.attempts} attempts"
+                    f"its worker stopped (no heartbeat for "
+                    f"{settings.EXPORT_HEARTBEAT_TIMEOUT_SECONDS} s) after "
+                    f"{export.attempts} attempts"
                 )
                 export.save(update_fields=["status", "finished_at", "error"])
                 counts["failed"] += 1

@@ -73,7 +73,7 @@ class ExportViewSet(
         summary="Download the export's file (owner only)",
         responses={
             (200, "text/csv"): OpenApiTypes.BINARY,
-            (200, "application/json"): OpenApiTypes.BINARY,
+            (200, "application/json"): {"type": "array", "items": {"type": "object"}},
             404: OpenApiResponse(description="No such export, or not yours, or file purged."),
             409: OpenApiResponse(description="The export is not done yet."),
         },

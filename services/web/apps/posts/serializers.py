@@ -1,6 +1,7 @@
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
+from apps.core.validation import StrictModelSerializer
 from apps.posts.models import Post
 
 
@@ -11,9 +12,10 @@ class AuthorSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class PostSerializer(serializers.ModelSerializer):
-    """A post. ``author`` is always the requesting user (read-only). DRF's CharField already
-    rejects NUL characters, and the model's max lengths apply (400, never a database error)."""
+class PostSerializer(StrictModelSerializer):
+    """A post. ``author`` is always the requesting user (read-only). Strings only, no NUL
+    characters, no unknown or read-only keys, and the model's max lengths apply (400, never a
+    database error)."""
 
     author = AuthorSerializer(read_only=True)
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The benchmark behind `make bench`: the prod stack (compose project drs-bench) against the
+# set-ups users would otherwise run, with wrk on 127.0.0.1. See docs/benchmarks.md.
+# BENCH_QUICK=1: one short round on a small dataset, only to check that the harness works.
+# Results: bench/results/<UTC timestamp>/ (BENCH_QUICK: .cache/bench-results/); bench/results/latest.md.
+set -Eeuo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+VENV="$ROOT/.cache/bench-venv"
+export DRS_TAG="${DRS_TAG:-latest}"
+export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
+[ -r "$BUILD_CA_BUNDLE" ] || BUILD_CA_BUNDLE=/dev/null
+
+log() { printf '[bench] %s\n' "$*"; }
+
+ensure_wrk() {
+	command -v wrk >/dev/null && return
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		log "installing wrk (Debian package)"
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null
+	else
+		echo "bench: error: wrk is not installed; install it (Debian/Ubuntu: sudo apt-get install wrk)" >&2
+		exit 1
+	fi
+}
+
+ensure_venv() {
+	local stamp="$VENV/.requirements.sha" want
+	want=$(sha256sum bench/requirements.txt | cut -d' ' -f1)
+	if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+		log "installing the benchmark's Python tools into $VENV (bench/requirements.txt)"
+		rm -rf "$VENV"
+		python3 -m venv "$VENV"
+		"$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes -r bench/requirements.txt
+		echo "$want" >"$stamp"
+	fi
+}
+
+main() {
+	ensure_wrk
+	ensure_venv
+	if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+		log "building images (tag $DRS_TAG; cached builds are fast)"
+		scripts/build.sh >/dev/null
+	fi
+	exec "$VENV/bin/python" bench/bench.py
+}
+
+main "$@"

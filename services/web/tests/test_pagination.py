@@ -1,0 +1,55 @@
+"""The list's count on a large table: PostgreSQL's estimate instead of COUNT(*), with every
+page still reachable; filtered lists and small tables stay exact."""
+
+import pytest
+from django.db import connection
+
+from tests.factories import PostFactory, UserFactory
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's estimate only"),
+]
+
+LIST_URL = "/api/posts/"
+
+
+def _set_estimate(rows: int) -> None:
+    """Make the planner's row estimate of the posts table `rows`, as a stale ANALYZE would."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE posts_post")
+        cursor.execute(
+            "UPDATE pg_class SET reltuples = %s WHERE oid = 'posts_post'::regclass", [rows]
+        )
+
+
+def test_large_unfiltered_list_reports_the_estimate(api_client, settings):
+    settings.PAGINATION_ESTIMATE_ABOVE = 20
+    PostFactory.create_batch(30)
+    _set_estimate(1000)
+    body = api_client.get(LIST_URL).json()
+    assert body["count"] == 1000
+    assert len(body["results"]) == 20
+
+
+def test_page_past_a_low_estimate_is_still_served(api_client, settings):
+    settings.PAGINATION_ESTIMATE_ABOVE = 20
+    PostFactory.create_batch(45)
+    _set_estimate(25)  # two pages by the estimate; three exist
+    response = api_client.get(LIST_URL + "?page=3")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 45
+    assert len(body["results"]) == 5
+    assert api_client.get(LIST_URL + "?page=4").status_code == 404
+
+
+def test_filtered_list_and_small_tables_count_exactly(api_client, settings):
+    settings.PAGINATION_ESTIMATE_ABOVE = 20
+    author = UserFactory()
+    PostFactory.create_batch(3, author=author)
+    PostFactory.create_batch(27)
+    _set_estimate(1000)
+    assert api_client.get(LIST_URL, {"author": author.id}).json()["count"] == 3
+    settings.PAGINATION_ESTIMATE_ABOVE = 0
+    assert api_client.get(LIST_URL).json()["count"] == 30

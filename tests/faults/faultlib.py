@@ -1,0 +1,141 @@
+"""Helpers of the fault suite: bounded request loads, waits, and the figures it reports."""
+
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIGURES = os.path.join(ROOT, ".cache", "test-results", "reliability-figures.jsonl")
+# Longest a request may take: nginx gives up on the application after proxy_read_timeout (35 s);
+# anything slower is a hang.
+REQUEST_TIMEOUT = 40
+
+
+def record(scenario: str, **figures) -> None:
+    """Append the scenario's figures (requests sent, failed, tasks lost) for the report."""
+    os.makedirs(os.path.dirname(FIGURES), exist_ok=True)
+    with open(FIGURES, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"scenario": scenario, **figures}) + "\n")
+    print(scenario, figures)
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.5):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except requests.RequestException as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"{message} (after {timeout:.0f} s; last error: {last_error})")
+
+
+@dataclass
+class Outcome:
+    status: int | None  # None: no HTTP answer (connection error)
+    seconds: float
+    post_id: int | None = None
+    title: str = ""
+    body: dict | None = None
+    content_type: str = ""
+
+
+@dataclass
+class Load:
+    """One thread per client, each sending requests one after another until stopped or until
+    ``max_requests`` each: writes (POST a post) or reads. Every answer is kept. Each client is
+    its own user and paces itself (``pause``), staying under the per-user throttle."""
+
+    clients: list
+    max_requests: int = 1500
+    write: bool = True
+    pause: float = 0.05
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers = [
+            threading.Thread(target=self._run, args=(n,), daemon=True)
+            for n in range(len(self.clients))
+        ]
+
+    def _one(self, session, n: int) -> Outcome:
+        title = f"load-{n}-{uuid.uuid4().hex[:12]}"
+        started = time.monotonic()
+        try:
+            if self.write:
+                r = session.post(
+                    "/api/posts/", json={"title": title, "body": "x"}, timeout=REQUEST_TIMEOUT
+                )
+            else:
+                r = session.get("/api/posts/", timeout=REQUEST_TIMEOUT)
+        except requests.RequestException:
+            return Outcome(None, time.monotonic() - started, title=title)
+        elapsed = time.monotonic() - started
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        post_id = body.get("id") if (r.status_code == 201 and isinstance(body, dict)) else None
+        return Outcome(
+            r.status_code, elapsed, post_id, title, body, r.headers.get("Content-Type", "")
+        )
+
+    def _run(self, n: int) -> None:
+        session = self.clients[n]
+        for _ in range(self.max_requests):
+            if self._stop.is_set():
+                break
+            outcome = self._one(session, n)
+            with self._lock:
+                self.outcomes.append(outcome)
+            if self.pause:
+                time.sleep(self.pause)
+
+    def __enter__(self):
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=REQUEST_TIMEOUT + 5)
+
+    def count(self, status) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    def sent(self) -> int:
+        return len(self.outcomes)
+
+    def acknowledged(self) -> dict[int, str]:
+        return {o.post_id: o.title for o in self.outcomes if o.post_id is not None}
+
+    def wait_for_requests(self, n: int, timeout: float = 60) -> None:
+        wait_for(lambda: self.sent() >= n, timeout, f"load did not reach {n} requests")
+
+
+def existing_posts(stack, ids) -> dict[int, str]:
+    """Titles of the given post ids that exist in the database (read in the web container)."""
+    out = stack.manage(
+        "import json, sys; from apps.posts.models import Post; "
+        f"ids = {sorted(ids)!r}; "
+        "sys.stdout.write('RESULT' + json.dumps(dict(Post.objects.filter(pk__in=ids)"
+        ".values_list('pk', 'title'))))"
+    )
+    return {int(k): v for k, v in json.loads(out.split("RESULT", 1)[1]).items()}
+
+
+def clients(make_user, n: int, prefix: str = "load") -> list:
+    """``n`` token-authenticated clients, each a user of its own."""
+    return [make_user(f"{prefix}{i}") for i in range(n)]

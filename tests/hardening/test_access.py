@@ -1,0 +1,82 @@
+"""Postgres and Redis: wrong passwords refused, unreachable from another network, SCRAM."""
+
+import subprocess
+import uuid
+
+import pytest
+
+
+def env_values(stack) -> dict[str, str]:
+    with open(stack.env_file, encoding="utf-8") as handle:
+        pairs = (line.strip().split("=", 1) for line in handle if "=" in line and line[0] != "#")
+        return {k: v for k, v in pairs}
+
+
+def python_in_web(stack, code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker", "exec", stack.container_ids("web")[0], "python", "-c", code],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_postgres_refuses_a_wrong_password_and_accepts_the_right_one(stack):
+    env = env_values(stack)
+    user, db = env.get("POSTGRES_USER", "app"), env.get("POSTGRES_DB", "app")
+    connect = "import psycopg2; psycopg2.connect(host='postgres', user={u!r}, password={p!r}, dbname={d!r}, connect_timeout=5).close(); print('connected')"
+    wrong = python_in_web(stack, connect.format(u=user, p="wrong-" + uuid.uuid4().hex, d=db))
+    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr, wrong.stderr
+    right = python_in_web(stack, connect.format(u=user, p=env["POSTGRES_PASSWORD"], d=db))
+    assert "connected" in right.stdout, right.stderr
+
+
+def test_redis_refuses_no_password_and_a_wrong_one(stack):
+    env = env_values(stack)
+    ping = "import redis; print(redis.Redis(host='redis', password={p!r}, socket_timeout=5).ping())"
+    none = python_in_web(stack, ping.format(p=None))
+    assert none.returncode != 0 and "AuthenticationError" in none.stderr, none.stderr
+    wrong = python_in_web(stack, ping.format(p="wrong-" + uuid.uuid4().hex))
+    assert wrong.returncode != 0 and "AuthenticationError" in wrong.stderr, wrong.stderr
+    right = python_in_web(stack, ping.format(p=env["REDIS_PASSWORD"]))
+    assert "True" in right.stdout, right.stderr
+
+
+def test_postgres_uses_scram_sha_256(stack):
+    env = env_values(stack)
+    sql = (
+        "SHOW password_encryption; "
+        "SELECT string_agg(DISTINCT auth_method, ',') FROM pg_hba_file_rules WHERE type LIKE 'host%'; "
+        "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = current_user;"
+    )
+    out = stack.compose(
+        "exec", "-T", "-e", f"PGPASSWORD={env['POSTGRES_PASSWORD']}", "postgres",
+        "psql", "-h", "127.0.0.1", "-U", env.get("POSTGRES_USER", "app"),
+        "-d", env.get("POSTGRES_DB", "app"), "-Atc", sql,
+    ).split()  # fmt: skip
+    assert out == ["scram-sha-256", "scram-sha-256", "SCRAM-SHA-256$"], out
+
+
+@pytest.mark.parametrize("service,port", [("postgres", 5432), ("redis", 6379)])
+def test_unreachable_from_a_container_on_another_network(stack, service, port):
+    network = f"{stack.project}-probe-{uuid.uuid4().hex[:8]}"
+    target = stack.inspect(stack.container_ids(service)[0])
+    address = target["NetworkSettings"]["Networks"][f"{stack.project}_backend"]["IPAddress"]
+    probe = (
+        "import socket, sys\n"
+        f"for host in ({service!r}, {address!r}):\n"
+        "    try:\n"
+        f"        socket.create_connection((host, {port}), timeout=3).close()\n"
+        "        print('REACHED', host); sys.exit(1)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', host, type(exc).__name__)\n"
+    )
+    subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
+    try:
+        image = stack.inspect(stack.container_ids("web")[0])["Config"]["Image"]
+        done = subprocess.run(
+            ["docker", "run", "--rm", "--network", network, "--entrypoint", "python", image,
+             "-c", probe],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["docker", "network", "rm", network], check=False, capture_output=True)
+    assert done.returncode == 0 and "REACHED" not in done.stdout, done.stdout + done.stderr

@@ -1,0 +1,74 @@
+"""Contract tests of drs/postgres's backup commands (backup, list-backups, restore,
+backup-healthcheck) in the image alone: inside the database container over the Unix socket,
+hardened (read-only root, no capabilities). The prod stack's use of them is tested by
+tests/backup."""
+
+from __future__ import annotations
+
+from imagetools import HARDENED, docker, wait_healthy
+
+PASSWORD = "correct horse battery staple"
+
+
+def sh(name: str, script: str, check: bool = True):
+    proc = docker("exec", name, "bash", "-c", script, check=False, timeout=120)
+    if check:
+        assert proc.returncode == 0, f"{script}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def start(containers, image: str) -> str:
+    opts = (*HARDENED, "--tmpfs", "/var/run/postgresql", "--tmpfs", "/backups:mode=1777",
+            "--tmpfs", "/srv/media:mode=1777")  # fmt: skip
+    env = {"POSTGRES_PASSWORD": PASSWORD, "POSTGRES_DB": "app"}
+    name = containers.run(image, env=env, opts=opts)
+    wait_healthy(name)
+    return name
+
+
+def test_backup_verify_restore_roundtrip_inside_the_container(containers, postgres_image):
+    name = start(containers, postgres_image)
+    sh(name, "psql -X -q -d app -c \"CREATE TABLE t (id int PRIMARY KEY, s text); "
+             "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g;\" "
+             "&& echo hello > /srv/media/file.txt")  # fmt: skip
+    backup = sh(name, "backup")
+    backup_name = backup.stdout.strip()
+    assert backup_name.startswith("backup-")
+    assert "rows match" in backup.stderr
+    listing = sh(name, "list-backups").stdout
+    assert f"{backup_name}" in listing and "verified" in listing and "last run: ok" in listing
+    assert sh(name, f"ls /backups/{backup_name}").stdout.split() == [
+        "SHA256SUMS", "db.dump", "globals.sql", "media.tar.gz", "rows.txt",
+    ]  # fmt: skip
+    assert sh(name, f"cat /backups/{backup_name}/rows.txt").stdout.strip() == "public.t 500"
+
+    sh(name, "psql -X -q -d app -c 'DELETE FROM t WHERE id > 100' && rm /srv/media/file.txt")
+    sh(name, f"restore {backup_name}")
+    assert sh(name, "psql -X -tA -d app -c 'SELECT count(*) FROM t'").stdout.strip() == "500"
+    assert sh(name, "cat /srv/media/file.txt").stdout.strip() == "hello"
+    # No scratch database is left behind by the verification.
+    dbs = sh(name, "psql -X -tA -d postgres -c 'SELECT datname FROM pg_database'").stdout.split()
+    assert not [d for d in dbs if "verify" in d], dbs
+
+
+def test_failed_backup_is_loud_and_leaves_nothing_half_written(containers, postgres_image):
+    name = start(containers, postgres_image)
+    sh(name, "backup")
+    # The database to back up does not exist: the dump fails.
+    failed = sh(name, "PGDATABASE=nope backup", check=False)
+    assert failed.returncode != 0
+    assert "BACKUP FAILED" in failed.stderr
+    assert len(sh(name, "ls -d /backups/backup-*").stdout.split()) == 1
+    assert sh(name, "ls -A /backups | grep -c '^.tmp-'", check=False).stdout.strip() == "0"
+    assert sh(name, "backup-healthcheck", check=False).returncode != 0
+    listing = sh(name, "list-backups", check=False)
+    assert listing.returncode != 0 and "LAST BACKUP RUN FAILED" in listing.stdout
+    # The next good run clears it.
+    sh(name, "backup")
+    assert sh(name, "backup-healthcheck", check=False).returncode == 0
+
+
+def test_backup_dir_must_be_writable(containers, postgres_image):
+    proc = containers.client(postgres_image, "bash", "-c", "BACKUP_DIR=/nonexistent backup")
+    assert proc.returncode != 0
+    assert "mount the backups volume there" in proc.stderr

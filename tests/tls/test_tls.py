@@ -1,0 +1,182 @@
+"""TLS as nginx serves it (docs/tls.md): HTTPS with the run's own CA, HTTP redirected except
+ACME challenges, TLS 1.2+ only, HSTS, and the app seeing the request as secure."""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+CA_BUNDLE = os.environ.get("E2E_CA_BUNDLE", "")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _hostport(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def _handshake(base_url: str, version: ssl.TLSVersion) -> str:
+    """TLS handshake at exactly VERSION; returns the negotiated version or raises SSLError."""
+    host, port = _hostport(base_url)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(CA_BUNDLE)
+    ctx.minimum_version = ctx.maximum_version = version
+    # Let the client offer old protocols at all (OpenSSL 3's default level forbids TLS 1.1),
+    # so a failure below is the server's refusal, not ours.
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with socket.create_connection((host, port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            return tls.version()
+
+
+def test_https_serves_the_api_with_a_certificate_the_ca_signed(client):
+    r = client.get("/api/posts/")
+    assert r.status_code == 200, r.text
+    assert r.url.startswith("https://")
+
+
+def test_app_sees_https_so_it_does_not_redirect(client):
+    # Django runs with SECURE_SSL_REDIRECT: only a request it sees as secure is answered.
+    r = client.get("/api/me/")
+    assert r.status_code in (401, 403), (r.status_code, r.headers.get("Location"))
+
+
+def test_hsts_sent_once_over_https(client):
+    r = client.get("/api/posts/")
+    values = [v for k, v in r.raw.headers.items() if k.lower() == "strict-transport-security"]
+    assert len(values) == 1, values
+    assert "max-age=" in values[0] and int(values[0].split("max-age=")[1].split(";")[0]) > 0
+
+
+def test_self_signed_certificate_is_untrusted_without_its_ca(base_url):
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(base_url + "/healthz", verify=requests.certs.where(), timeout=10)
+
+
+@pytest.mark.parametrize("path", ["/api/posts/", "/admin/login/?next=/admin/"])
+def test_plain_http_redirects_to_https(http_url, path):
+    r = requests.get(
+        http_url + path, headers={"Host": "localhost"}, allow_redirects=False, timeout=10
+    )
+    assert r.status_code == 301
+    assert r.headers["Location"] == f"https://localhost{path}"
+
+
+ACME = "/srv/acme/.well-known/acme-challenge"
+
+
+def test_acme_challenge_served_over_http_from_the_webroot_volume(stack, http_url):
+    token = uuid.uuid4().hex
+    nginx_image = stack.inspect(stack.container_ids("nginx")[0])["Config"]["Image"]
+    # As certbot --webroot would: write the challenge file into the acme volume.
+    subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "bash",
+         "-v", f"{stack.project}_acme:/srv/acme", nginx_image, "-c",
+         f"mkdir -p {ACME} && echo {token} > {ACME}/{token}"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    r = requests.get(
+        f"{http_url}/.well-known/acme-challenge/{token}",
+        headers={"Host": "localhost"}, allow_redirects=False, timeout=10,
+    )  # fmt: skip
+    assert r.status_code == 200, r.status_code
+    assert r.text.strip() == token
+    missing = requests.get(
+        f"{http_url}/.well-known/acme-challenge/nope", headers={"Host": "localhost"}, timeout=10
+    )
+    assert missing.status_code == 404
+
+
+def test_tls_1_2_and_1_3_accepted(base_url):
+    assert _handshake(base_url, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert _handshake(base_url, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1], ids=["tls1.1", "tls1.0"]
+)
+def test_old_tls_refused_by_the_server(base_url, version):
+    with pytest.raises(ssl.SSLError) as refused:
+        _handshake(base_url, version)
+    # The server's alert, not a client that could not offer the version at all.
+    assert "NO_PROTOCOLS_AVAILABLE" not in str(refused.value).upper(), refused.value
+    assert "PROTOCOL" in str(refused.value).upper(), refused.value
+
+
+def test_only_modern_ciphers_over_tls_1_2(base_url):
+    host, port = _hostport(base_url)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(CA_BUNDLE)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(
+        "AES128-SHA:AES256-SHA:AES128-SHA256:DES-CBC3-SHA:@SECLEVEL=0"
+    )  # no forward secrecy
+    with pytest.raises(ssl.SSLError):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            ctx.wrap_socket(sock, server_hostname="localhost").close()
+
+
+def test_unknown_host_over_https_gets_no_answer(base_url):
+    try:
+        r = requests.get(base_url + "/api/posts/", headers={"Host": "evil.example"}, timeout=5)
+    except requests.ConnectionError:
+        return
+    raise AssertionError(f"unknown host answered {r.status_code}")
+
+
+def _served_by(base_url: str, ca: str) -> bool:
+    try:
+        requests.get(base_url + "/healthz", headers={"Host": "localhost"}, verify=ca, timeout=10)
+        return True
+    except requests.exceptions.SSLError:
+        return False
+
+
+def _wait_served_by(stack, base_url: str, ca: str, timeout: float = 30) -> None:
+    """The reload is asynchronous (and the machine shared): wait, bounded."""
+    deadline = time.monotonic() + timeout
+    while not _served_by(base_url, ca):
+        if time.monotonic() > deadline:
+            logs = stack.compose("logs", "--tail=30", "nginx", check=False)
+            raise AssertionError(f"nginx does not serve the certificate {ca} signed:\n{logs}")
+        time.sleep(0.5)
+
+
+def _hook(stack, lineage: str) -> None:
+    done = subprocess.run(
+        [os.path.join(ROOT, "scripts", "certbot-deploy-hook.sh")],
+        env={**os.environ, "RENEWED_LINEAGE": lineage,
+             "PROD_ENV": stack.env_file, "PROD_PROJECT": stack.project},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_renewed_certificate_installed_by_the_certbot_hook_without_restarting_nginx(
+    stack, base_url, tmp_path
+):
+    nginx = stack.container_ids("nginx")[0]
+    started = stack.inspect(nginx)["State"]["StartedAt"]
+    certs = os.path.dirname(CA_BUNDLE)
+    original, renewed = tmp_path / "original", tmp_path / "renewed"
+    original.mkdir()
+    for name in ("fullchain.pem", "privkey.pem"):
+        shutil.copy(os.path.join(certs, name), original / name)
+    certs_script = os.path.join(ROOT, "scripts", "certs-selfsigned.sh")
+    subprocess.run([certs_script, "localhost", str(renewed)], check=True, capture_output=True)
+    try:
+        _hook(stack, str(renewed))
+        _wait_served_by(stack, base_url, str(renewed / "ca.pem"))
+        assert not _served_by(base_url, CA_BUNDLE)
+    finally:
+        _hook(stack, str(original))
+    _wait_served_by(stack, base_url, CA_BUNDLE)
+    assert stack.inspect(nginx)["State"]["StartedAt"] == started

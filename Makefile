@@ -34,6 +34,8 @@ dev: ## Start the dev stack (runserver + autoreloading worker/beat, Postgres, Re
 
 dev-proxy: ## Also start nginx in front of the dev server (http://127.0.0.1:8080)
 	@$(SETUP)
+	@# nginx bakes in the static files of the prod web image: build that first.
+	scripts/build.sh
 	$(DEV_COMPOSE) --profile proxy up -d --build --wait
 
 dev-down: ## Stop the dev stack (data volumes are kept; `make clean` removes them)

@@ -23,6 +23,7 @@ export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 [ -r "$BUILD_CA_BUNDLE" ] || BUILD_CA_BUNDLE=/dev/null
 # TEST_RESULTS: another folder, so that runs side by side do not wipe each other's results.
 RESULTS="${TEST_RESULTS:-$ROOT/.cache/test-results}"
+export TEST_RESULTS="$RESULTS"
 VENV="$ROOT/.cache/venv"
 RUN_ID="$$"
 # Suites that share one prod stack in `all`, in order (destructive ones last).

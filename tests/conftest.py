@@ -13,6 +13,15 @@ import pytest
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where scripts/test.sh collects results; suites append their measured figures here.
+RESULTS_DIR = os.environ.get("TEST_RESULTS") or os.path.join(ROOT, ".cache", "test-results")
+
+
+def record_timing(line: str) -> None:
+    """Figures for the report (timings are recorded, never asserted)."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, "timings.txt"), "a") as f:
+        f.write(line + "\n")
 # The stack serves HTTPS with a CA made for the run (scripts/test.sh): every requests call in
 # the suites trusts it, also those not made through Client (the suites talk to nothing else).
 CA_BUNDLE = os.environ.get("E2E_CA_BUNDLE")

@@ -206,7 +206,8 @@ restore_media() { # restore_media DIR
 	[ -d "$BACKUP_MEDIA_DIR" ] && [ -w "$BACKUP_MEDIA_DIR" ] \
 		|| die "media folder $BACKUP_MEDIA_DIR is missing or not writable by uid $(id -u); the database was restored, the media not"
 	find "$BACKUP_MEDIA_DIR" -mindepth 1 -delete
-	tar -C "$BACKUP_MEDIA_DIR" -xzf "$dir/media.tar.gz" --no-same-owner --no-overwrite-dir
+	# --same-permissions: the archived modes, not this script's umask 077 (nginx must read them).
+	tar -C "$BACKUP_MEDIA_DIR" -xzf "$dir/media.tar.gz" --no-same-owner --same-permissions --no-overwrite-dir
 	log "media folder restored from ${dir##*/}"
 }
 

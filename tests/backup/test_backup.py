@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import record_timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,12 +23,6 @@ def make(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
             f"make {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
         )
     return done
-
-
-def record(line: str) -> None:
-    """Figures for the report (timings are recorded, never asserted)."""
-    with open(os.path.join(ROOT, ".cache", "test-results", "timings.txt"), "a") as f:
-        f.write(line + "\n")
 
 
 def psql(stack, sql: str) -> str:
@@ -92,6 +87,13 @@ def test_backup_change_restore_gives_identical_tables(quiet_stack, make_user):
         )
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
+    # An export file in the media volume, to come back with the restore.
+    export = alice.post("/api/exports/", json={"format": "csv"}).json()
+    deadline = time.monotonic() + 60
+    while alice.get(f"/api/exports/{export['id']}/").json()["status"] != "done":
+        assert time.monotonic() < deadline, "export not done within 60 s"
+        time.sleep(0.5)
+    export_file = alice.get(f"/api/exports/{export['id']}/download/").content
     before = table_checksums(stack)
     assert int(before["posts_post"].split(":")[0]) >= 30
 
@@ -116,7 +118,10 @@ def test_backup_change_restore_gives_identical_tables(quiet_stack, make_user):
     # The writers are back and serve the restored data.
     assert alice.get(f"/api/posts/{ids[0]}/").json()["title"] == "kept 0"
     assert alice.get(f"/api/posts/{ids[10]}/").json()["title"] == "kept 10"
-    record(f"backup: make backup {took_backup:.1f}s, make restore {took_restore:.1f}s")
+    # The restored media files are readable by nginx again (archived modes, not umask 077).
+    r = alice.get(f"/api/exports/{export['id']}/download/")
+    assert r.status_code == 200 and r.content == export_file
+    record_timing(f"backup: make backup {took_backup:.1f}s, make restore {took_restore:.1f}s")
 
 
 CORRUPTIONS = {

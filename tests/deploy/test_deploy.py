@@ -14,6 +14,7 @@ from http.client import RemoteDisconnected
 
 import pytest
 import requests
+from conftest import record_timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 THREADS = 6
@@ -22,12 +23,6 @@ MIN_SECONDS_PER_REQUEST = 1 / 12
 MAX_REQUESTS_PER_THREAD = 5000  # bounded in count ...
 MAX_SECONDS = 420  # ... and in time
 MAX_EXPORTS = 40
-
-
-def record(line: str) -> None:
-    """Figures for the report (timings are recorded, never asserted)."""
-    with open(os.path.join(ROOT, ".cache", "test-results", "timings.txt"), "a") as f:
-        f.write(line + "\n")
 
 
 def make(stack, target: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -230,7 +225,7 @@ def test_deploy_under_load_then_rollback(stack, make_user, cleanup_images):
         assert running_tag(stack, service) == {new}, service
     assert len(stack.container_ids("web")) == 1
     assert len(stack.container_ids("worker")) == 1
-    record(f"deploy: make deploy {took:.0f}s, {load.ok} requests through nginx, "
+    record_timing(f"deploy: make deploy {took:.0f}s, {load.ok} requests through nginx, "
            f"{len(load.failures)} failed, {load.retried} retried on a closed keep-alive "
            f"connection, {len(exports.ids)} exports submitted")  # fmt: skip
     assert load.ok > 0
@@ -249,7 +244,7 @@ def test_deploy_under_load_then_rollback(stack, make_user, cleanup_images):
     assert tags(stack)["DRS_PREVIOUS_TAG"] == new
     for service in ("web", "worker", "beat"):
         assert running_tag(stack, service) == {previous}, service
-    record(f"deploy: make rollback {took:.0f}s, {load.ok} requests, {len(load.failures)} failed, "
+    record_timing(f"deploy: make rollback {took:.0f}s, {load.ok} requests, {len(load.failures)} failed, "
            f"{load.retried} retried on a closed keep-alive connection, "
            f"{len(exports.ids)} exports submitted")  # fmt: skip
     assert load.failures == [], "\n".join(load.failures[:20])

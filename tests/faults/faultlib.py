@@ -8,9 +8,10 @@ import uuid
 from dataclasses import dataclass, field
 
 import requests
+from conftest import RESULTS_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIGURES = os.path.join(ROOT, ".cache", "test-results", "reliability-figures.jsonl")
+FIGURES = os.path.join(RESULTS_DIR, "reliability-figures.jsonl")
 # Longest a request may take: nginx gives up on the application after proxy_read_timeout (35 s);
 # anything slower is a hang.
 REQUEST_TIMEOUT = 40

@@ -792,8 +792,9 @@ def report(out: Path, data: dict) -> str:
     lines = [
         f"# Benchmark {data['timestamp']}" + (" (BENCH_QUICK: harness check only)" if QUICK else ""),
         "",
-        f"Machine: {data['machine']}; wrk 2 threads on the same machine; traffic on 127.0.0.1 only. "
-        "The machine was shared with other work while this ran: figures are noisy.",
+        f"Machine: {data['machine']}; wrk 2 threads on the same machine; traffic on 127.0.0.1 only "
+        "(through Docker's port publishing). Load average at the start: "
+        f"{data.get('loadavg', 'n/a')}.",
         f"Dataset: {POSTS:,} posts by {USERS} users. {DURATION}s per run after a {WARMUP}s warm-up, "
         f"{ROUNDS} round(s), set-ups alternating; median over rounds. Set-ups:",
         "",
@@ -885,6 +886,7 @@ def main() -> int:
     data: dict = {
         "timestamp": timestamp,
         "machine": machine(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "quick": QUICK,
         "config": {
             "duration_s": DURATION,

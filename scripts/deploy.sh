@@ -47,14 +47,20 @@ record_tags() { # record_tags CURRENT PREVIOUS
 
 container_ips() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$1"; }
 
+# The addresses nginx routes to since its last upstream-watch reload after SINCE, from the
+# log line "[upstream-watch] web: OLD -> NEW; reloading nginx" (NEW; empty if none yet).
+nginx_routed_ips() { # nginx_routed_ips NGINX_CONTAINER SINCE
+	docker logs --since "$2" "$1" 2>&1 \
+		| sed -n 's/.*\[upstream-watch\].*-> \(.*\); reloading nginx.*/\1/p' | tail -n1
+}
+
 # Until nginx's upstream-watch has reloaded nginx with CONTAINER's address: its log line
 # "[upstream-watch] web: OLD -> NEW; reloading nginx" after SINCE names it on the right.
 wait_nginx_routes_to() { # wait_nginx_routes_to CONTAINER SINCE
 	local cid=$1 since=$2 nginx ip routed deadline=$((SECONDS + 60))
 	nginx=$(prod_compose ps -q nginx | head -n1)
 	while [ "$SECONDS" -lt "$deadline" ]; do
-		routed=$(docker logs --since "$since" "$nginx" 2>&1 \
-			| sed -n 's/.*\[upstream-watch\].*-> \(.*\); reloading nginx.*/\1/p' | tail -n1)
+		routed=$(nginx_routed_ips "$nginx" "$since")
 		for ip in $(container_ips "$cid"); do
 			if [[ " $routed " == *" $ip "* ]]; then
 				sleep 2 # the reload replaces nginx's workers gracefully; give the new ones a moment
@@ -71,8 +77,7 @@ wait_nginx_dropped() { # wait_nginx_dropped CONTAINER SINCE
 	local cid=$1 since=$2 nginx ip routed deadline=$((SECONDS + 60))
 	nginx=$(prod_compose ps -q nginx | head -n1)
 	while [ "$SECONDS" -lt "$deadline" ]; do
-		routed=$(docker logs --since "$since" "$nginx" 2>&1 \
-			| sed -n 's/.*\[upstream-watch\].*-> \(.*\); reloading nginx.*/\1/p' | tail -n1)
+		routed=$(nginx_routed_ips "$nginx" "$since")
 		if [ -n "$routed" ]; then
 			local still=''
 			for ip in $(container_ips "$cid"); do

@@ -131,6 +131,13 @@ CORRUPTIONS = {
 }
 
 
+def remove_backup(stack, name: str) -> None:
+    """Delete a backup folder a test made, through the backup service's own image."""
+    stack.compose(
+        "run", "--rm", "--no-deps", "-T", "--entrypoint", "rm", "backup", "-rf", f"/backups/{name}"
+    )  # fmt: skip
+
+
 def _corrupt_copy(stack, name: str, how: str) -> str:
     bad = "backup-20000101T000000Z"
     stack.compose(
@@ -165,17 +172,7 @@ def test_corrupt_or_truncated_backup_is_refused_and_nothing_changes(quiet_stack,
             c: stack.inspect(c)["State"]["StartedAt"] for c in stack.container_ids("web")
         } == started
     finally:
-        stack.compose(
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "--entrypoint",
-            "rm",
-            "backup",
-            "-rf",
-            f"/backups/{bad}",
-        )
+        remove_backup(stack, bad)
 
 
 def test_truncated_dump_with_matching_checksums_is_rolled_back(quiet_stack, make_user):
@@ -198,17 +195,7 @@ def test_truncated_dump_with_matching_checksums_is_rolled_back(quiet_stack, make
         stack.wait_healthy("web")
         assert alice.get("/api/me/").status_code == 200
     finally:
-        stack.compose(
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "--entrypoint",
-            "rm",
-            "backup",
-            "-rf",
-            f"/backups/{bad}",
-        )
+        remove_backup(stack, bad)
 
 
 def test_restore_of_an_unknown_name_is_refused(quiet_stack):

@@ -94,9 +94,14 @@ dump_database() { # dump_database DIR   (returns non-zero on any failure)
 
 archive_media() { # archive_media DIR
 	if [ -d "$BACKUP_MEDIA_DIR" ]; then
-		# The folder's entries, not the folder itself: restoring never touches its owner or mode.
-		find "$BACKUP_MEDIA_DIR" -mindepth 1 -maxdepth 1 -printf '%P\n' \
-			| tar -C "$BACKUP_MEDIA_DIR" -czf "$1/media.tar.gz" --verbatim-files-from -T - || return 1
+		# Every entry below the folder, not the folder itself (restoring never touches its owner or
+		# mode), without the temporary files exports are written to before their rename. The list is
+		# taken first and archived without recursion, so the app may keep writing: a file that appears
+		# meanwhile waits for the next backup, one deleted meanwhile (a purged export) is skipped with
+		# a warning. A listed file whose content changes as it is read still fails the backup.
+		find "$BACKUP_MEDIA_DIR" -mindepth 1 ! -name '.*.tmp' -printf '%P\n' \
+			| tar -C "$BACKUP_MEDIA_DIR" -czf "$1/media.tar.gz" --no-recursion --ignore-failed-read \
+				--verbatim-files-from -T - || return 1
 	else
 		log "no media folder at $BACKUP_MEDIA_DIR; skipping the media archive"
 	fi
@@ -300,7 +305,10 @@ interval_seconds() { # 90, 90s, 30m, 6h, 1d
 
 # Seconds until the next backup is due: interval after the newest good backup (0 if none).
 seconds_until_due() {
-	local newest ts due
+	local newest ts due state=ok
+	# After a failed run (also one before a restart) the next backup is due now.
+	[ ! -s "$STATUS_FILE" ] || read -r state _ <"$STATUS_FILE"
+	[ "$state" = ok ] || { echo 0; return; }
 	newest=$(backup_names | head -n1)
 	[ -n "$newest" ] || { echo 0; return; }
 	ts=${newest#backup-}

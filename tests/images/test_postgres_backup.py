@@ -68,6 +68,36 @@ def test_failed_backup_is_loud_and_leaves_nothing_half_written(containers, postg
     assert sh(name, "backup-healthcheck", check=False).returncode == 0
 
 
+def test_backup_while_the_media_folder_is_being_written(containers, postgres_image):
+    """Exports are written (temporary file, then rename) and purged while backups run: every
+    backup succeeds and holds whole files only, never a temporary one."""
+    name = start(containers, postgres_image)
+    # Bounded churn: 4,000 files written, renamed into place and deleted 20 later, in subfolders.
+    sh(name, "mkdir -p /srv/media/exports && (for i in $(seq 1 4000); do "
+             "d=/srv/media/exports/$((i % 7)); mkdir -p $d; "
+             "printf 'row %s\\n' $i > $d/.f$i.csv.x.tmp; mv $d/.f$i.csv.x.tmp $d/f$i.csv; "
+             "rm -f /srv/media/exports/$(( (i - 20) % 7 ))/f$((i - 20)).csv; "
+             "done; touch /tmp/churn-done) >/dev/null 2>&1 &")  # fmt: skip
+    names = []
+    while sh(name, "test -e /tmp/churn-done", check=False).returncode != 0:
+        done = sh(name, "backup", check=False)
+        assert done.returncode == 0, f"backup failed while media was written:\n{done.stderr}"
+        names.append(done.stdout.strip())
+        assert len(names) < 50, "the churn loop did not finish"
+    assert names, "the churn finished before a backup ran; nothing was tested"
+    for backup_name in names:
+        listing = sh(name, f"tar -tzvf /backups/{backup_name}/media.tar.gz").stdout
+        assert ".tmp" not in listing, listing
+        # Each archived file is whole: one line naming itself.
+        check = sh(name, f"mkdir /tmp/{backup_name} && tar -C /tmp/{backup_name} -xzf "
+                         f"/backups/{backup_name}/media.tar.gz && cd /tmp/{backup_name} && "
+                         "for f in $(find . -name 'f*.csv'); do n=${f##*/f}; "
+                         '[ "$(cat $f)" = "row ${n%.csv}" ] || echo "bad $f"; done; '
+                         f"rm -rf /tmp/{backup_name}")  # fmt: skip
+        assert "bad" not in check.stdout, check.stdout
+    assert sh(name, "backup-healthcheck", check=False).returncode == 0
+
+
 def test_backup_dir_must_be_writable(containers, postgres_image):
     proc = containers.client(postgres_image, "bash", "-c", "BACKUP_DIR=/nonexistent backup")
     assert proc.returncode != 0

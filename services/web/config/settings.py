@@ -194,7 +194,7 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     # Token first: unauthenticated requests then get 401 with WWW-Authenticate, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apps.accounts.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
@@ -209,7 +209,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["apps.core.filters.FilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": [
         "apps.core.throttles.AnonRateThrottle",
         "apps.core.throttles.UserRateThrottle",
@@ -246,6 +246,10 @@ SPECTACULAR_SETTINGS = {
         "apps.core.schema.close_request_bodies",
     ],
 }
+
+# Token -> user lookups cached this long in the shared cache (0: ask the database every time);
+# deleting a token or saving its user drops the entry at once (apps/accounts/authentication.py).
+TOKEN_CACHE_SECONDS = env.int("DJANGO_TOKEN_CACHE_SECONDS", default=60)
 
 # Unfiltered lists of a table with more rows than this report PostgreSQL's row estimate as
 # `count` instead of running COUNT(*) on every page (0: always exact).

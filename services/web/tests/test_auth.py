@@ -6,6 +6,7 @@ from tests.factories import PASSWORD
 pytestmark = pytest.mark.django_db
 
 TOKEN_URL = "/api/auth/token/"
+ME_URL = "/api/me/"
 
 
 def test_token_for_valid_credentials(api_client, user):
@@ -75,3 +76,53 @@ def test_login_attempts_are_throttled(api_client, user, throttle_rates):
     assert response.status_code == 429
     assert int(response["Retry-After"]) > 0
     assert response.json()["error"]["code"] == "throttled"
+
+
+# --- Cached token lookups (apps/accounts/authentication.py) --------------------------------------
+
+
+def _token_queries(client) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(ME_URL).status_code == 200
+    return sum("authtoken_token" in q["sql"] for q in queries.captured_queries)
+
+
+def test_token_lookup_is_cached_between_requests(auth_client):
+    assert _token_queries(auth_client) == 1
+    assert _token_queries(auth_client) == 0
+
+
+def test_deleted_token_is_refused_at_once_despite_the_cache(auth_client, user):
+    assert auth_client.get(ME_URL).status_code == 200  # cached now
+    Token.objects.filter(user=user).delete()  # what the admin's delete does
+    assert auth_client.get(ME_URL).status_code == 401
+
+
+def test_deactivated_user_is_refused_at_once_despite_the_cache(auth_client, user):
+    assert auth_client.get(ME_URL).status_code == 200  # cached now
+    user.is_active = False
+    user.save()
+    assert auth_client.get(ME_URL).status_code == 401
+
+
+def test_renamed_user_is_seen_at_once(auth_client, user):
+    assert auth_client.get(ME_URL).json()["username"] == "alice"
+    user.username = "alicia"
+    user.save()
+    assert auth_client.get(ME_URL).json()["username"] == "alicia"
+
+
+def test_token_cache_off_asks_the_database_every_time(auth_client, settings):
+    settings.TOKEN_CACHE_SECONDS = 0
+    assert _token_queries(auth_client) == 1
+    assert _token_queries(auth_client) == 1
+
+
+def test_cache_keys_never_hold_the_token(auth_client, user):
+    from apps.accounts.authentication import token_cache_key
+
+    key = Token.objects.get(user=user).key
+    assert key not in token_cache_key(key)

@@ -31,6 +31,36 @@ def test_list_is_public_and_paginated_by_20(api_client):
     assert set(first["author"]) == {"id", "username"}
 
 
+def test_fast_representation_equals_drf_field_output(settings):
+    """PostSerializer writes posts out directly (post_representation); DRF's generic fields,
+    which define the schema, give exactly the same, also in another time zone and with
+    microseconds."""
+    from django.utils import timezone
+    from rest_framework import serializers
+
+    from apps.posts.serializers import PostSerializer
+
+    post = PostFactory(title='ünï "quoted"', body="line\nbreak")
+    Post.objects.filter(pk=post.pk).update(updated_at="2026-03-01T10:20:30.123456+00:00")
+    post.refresh_from_db()
+    for zone in ("UTC", "Europe/Berlin"):
+        settings.TIME_ZONE = zone
+        with timezone.override(zone):
+            generic = serializers.ModelSerializer.to_representation(PostSerializer(), post)
+            assert PostSerializer(post).data == generic
+    assert generic["updated_at"] == "2026-03-01T11:20:30.123456+01:00"
+
+
+def test_list_without_filter_parameters_skips_the_filter_form(api_client, user, other_user):
+    """No filter parameter: the same rows as with an empty filter set; with one: filtered."""
+    PostFactory.create_batch(3, author=user)
+    PostFactory.create_batch(2, author=other_user)
+    plain = api_client.get(LIST_URL).json()
+    assert plain["count"] == 5
+    assert api_client.get(LIST_URL, {"ordering": "-created"}).json()["results"] == plain["results"]
+    assert api_client.get(LIST_URL, {"author": user.id}).json()["count"] == 3
+
+
 def test_list_is_newest_first(api_client):
     older, newer = PostFactory(), PostFactory()
     ids = [row["id"] for row in api_client.get(LIST_URL).json()["results"]]

@@ -1,8 +1,32 @@
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from rest_framework import serializers
 
 from apps.core.validation import StrictModelSerializer
 from apps.posts.models import Post
+
+
+def _iso(value) -> str:
+    """A datetime as DRF's DateTimeField writes it: ISO 8601 in the current time zone, UTC
+    as ``Z``."""
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def post_representation(post: Post) -> dict:
+    """A post as the API shows it, written out directly: on a page of 20, DRF's generic
+    field-by-field machinery cost about a quarter of the request (profiled with py-spy).
+    ``PostSerializer``'s declared fields still define the schema and validate input; a test
+    keeps both outputs equal."""
+    author = post.author
+    return {
+        "id": post.id,
+        "title": post.title,
+        "body": post.body,
+        "author": {"id": author.id, "username": author.username},
+        "created_at": _iso(post.created_at),
+        "updated_at": _iso(post.updated_at),
+    }
 
 
 class AuthorSerializer(serializers.ModelSerializer):
@@ -23,3 +47,6 @@ class PostSerializer(StrictModelSerializer):
         model = Post
         fields = ["id", "title", "body", "author", "created_at", "updated_at"]
         read_only_fields = ["id", "author", "created_at", "updated_at"]
+
+    def to_representation(self, instance):
+        return post_representation(instance)

@@ -2,16 +2,16 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.permissions import IsAuthenticatedOrReadOnly
 
+from apps.core.filters import FilterBackend
 from apps.core.pagination import Paginator
 from apps.posts import selectors
 from apps.posts.filters import PostFilter, SearchFilter
 from apps.posts.permissions import IsAuthorOrReadOnly
-from apps.posts.serializers import PostSerializer
+from apps.posts.serializers import PostSerializer, post_representation
 
 
 @extend_schema_view(
@@ -30,7 +30,7 @@ class PostViewSet(viewsets.ModelViewSet):
     filterset_class = PostFilter
     search_fields = ["title", "body"]
 
-    filter_backends = [DjangoFilterBackend, SearchFilter]
+    filter_backends = [FilterBackend, SearchFilter]
 
     def get_queryset(self):
         return selectors.post_list()
@@ -39,27 +39,17 @@ class PostViewSet(viewsets.ModelViewSet):
         serializer.save(author=self.request.user)
 
 
-def _bench_row(post) -> dict:
-    return {
-        "id": post.id,
-        "title": post.title,
-        "body": post.body,
-        "author": {"id": post.author.id, "username": post.author.username},
-        "created_at": post.created_at.isoformat().replace("+00:00", "Z"),
-        "updated_at": post.updated_at.isoformat().replace("+00:00", "Z"),
-    }
-
-
 @require_GET
 def bench_posts(request: HttpRequest) -> JsonResponse:
     """Bench only (``DJANGO_BENCH_VIEWS``): the first page of ``/api/posts/`` (same 20 rows,
-    same fields, same count strategy) as a bare Django view, to price DRF's own overhead."""
+    same fields, same count strategy, same row function) as a bare Django view, to price
+    DRF's own overhead: authentication, throttles, filters, pagination, rendering."""
     if not settings.BENCH_VIEWS:
         raise Http404
     queryset = selectors.post_list()
     page_size = settings.REST_FRAMEWORK["PAGE_SIZE"]
     count = Paginator(queryset, page_size).count
-    rows = [_bench_row(post) for post in queryset[:page_size]]
+    rows = [post_representation(post) for post in queryset[:page_size]]
     next_url = None
     if count > page_size:
         next_url = request.build_absolute_uri(reverse("post-list") + "?page=2")

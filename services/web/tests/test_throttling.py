@@ -52,3 +52,21 @@ def test_throttling_fails_open_when_the_cache_is_down(api_client, throttle_rates
     throttle_rates(anon="1/min")
     for _ in range(2):
         assert api_client.get("/api/posts/").status_code == 200
+
+
+def test_redis_counter_window_opens_at_the_first_hit():
+    """The throttles' counter in Redis (apps/core/cache.py): one key per client, counted and
+    read in one round trip, gone when its window closes."""
+    from django.core.cache import cache
+
+    if not hasattr(cache, "hit"):
+        pytest.skip("the Redis cache backend only (REDIS_URL set, as in the stack)")
+    assert cache.hit("window", 60)[0] == 1
+    hits, left = cache.hit("window", 60)
+    assert hits == 2 and 58 < left <= 60
+    assert cache.hit("other", 60)[0] == 1
+    assert cache.hit("short", 1)[0] == 1
+    import time
+
+    time.sleep(1.2)
+    assert cache.hit("short", 1)[0] == 1

@@ -16,6 +16,12 @@ logger = logging.getLogger(__name__)
 
 
 class _RateFromSettingsMixin:
+    """Rates read at request time, counted in one cache round trip where the cache can
+    (``apps.core.cache.RedisCache.hit``): a window opens at a client's first request and lets
+    ``num_requests`` through until it closes; ``Retry-After`` is the time it has left. DRF's
+    own counter keeps every request's timestamp in a list read and written back whole on each
+    request (up to 1,000 entries per user at the default rate)."""
+
     scope: str
 
     def get_rate(self):
@@ -28,10 +34,20 @@ class _RateFromSettingsMixin:
         # Fail open: with the cache (Redis) down, serve the request unthrottled rather than
         # answer 500 to everyone; /readyz reports the cache as failing meanwhile.
         try:
-            return super().allow_request(request, view)
+            if self.rate is None or not hasattr(self.cache, "hit"):
+                return super().allow_request(request, view)
+            self.key = self.get_cache_key(request, view)
+            if self.key is None:
+                return True
+            hits, self.left = self.cache.hit(self.key, self.duration)
+            return hits <= self.num_requests
         except Exception as exc:
             logger.warning("throttle %s skipped, cache unavailable: %s", self.scope, exc)
             return True
+
+    def wait(self):
+        left = getattr(self, "left", None)
+        return super().wait() if left is None else max(left, 1)
 
 
 class AnonRateThrottle(_RateFromSettingsMixin, throttling.AnonRateThrottle):

@@ -181,3 +181,35 @@ def test_django_error_log_carries_the_request_id(db, caplog):
         client.get("/crash/", HTTP_X_REQUEST_ID="req-500")
     record = next(r for r in caplog.records if r.name == "django.request")
     assert _formatted(record)["request_id"] == "req-500"
+
+
+# --- JSON renderer (apps/core/renderers.py) ------------------------------------------------------
+
+
+def test_orjson_renderer_gives_drf_bytes():
+    """The same bytes as DRF's own compact renderer for what the API returns: nested data,
+    unicode (U+2028/U+2029 escaped), datetimes, Decimal, UUID, lazy strings, int keys."""
+    import datetime
+    import decimal
+    import uuid
+
+    from django.utils.translation import gettext_lazy
+    from rest_framework.renderers import JSONRenderer as DRFJSONRenderer
+
+    from apps.core.renderers import JSONRenderer
+
+    data = {
+        "results": [{"id": 1, "title": 'ünï "q" \\ \n\u2028\u2029 🎉', "n": None, "ok": True}],
+        "when": datetime.datetime(2026, 3, 1, 10, 20, 30, 123456, tzinfo=datetime.UTC),
+        "day": datetime.date(2026, 3, 1),
+        "price": decimal.Decimal("1.50"),
+        "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "detail": gettext_lazy("Not found."),
+        7: "int key",
+        "big": 2**53 + 1,
+        "float": 0.1,
+    }
+    assert JSONRenderer().render(data) == DRFJSONRenderer().render(data)
+    indented = JSONRenderer().render(data, "application/json; indent=2")
+    assert indented == DRFJSONRenderer().render(data, "application/json; indent=2")
+    assert JSONRenderer().render(None) == b""

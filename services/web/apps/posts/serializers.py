@@ -6,10 +6,10 @@ from apps.core.validation import StrictModelSerializer
 from apps.posts.models import Post
 
 
-def _iso(value) -> str:
+def _iso(value, zone) -> str:
     """A datetime as DRF's DateTimeField writes it: ISO 8601 in the current time zone, UTC
     as ``Z``."""
-    text = timezone.localtime(value).isoformat()
+    text = value.astimezone(zone).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
@@ -19,13 +19,14 @@ def post_representation(post: Post) -> dict:
     ``PostSerializer``'s declared fields still define the schema and validate input; a test
     keeps both outputs equal."""
     author = post.author
+    zone = timezone.get_current_timezone()
     return {
         "id": post.id,
         "title": post.title,
         "body": post.body,
         "author": {"id": author.id, "username": author.username},
-        "created_at": _iso(post.created_at),
-        "updated_at": _iso(post.updated_at),
+        "created_at": _iso(post.created_at, zone),
+        "updated_at": _iso(post.updated_at, zone),
     }
 
 

@@ -8,7 +8,7 @@
 # out of the list while it still resolves, so nginx stops sending it new requests before its
 # container is stopped; requests already on it finish.
 # Usage:
-#   upstream-watch HOST:PORT        loop (interval NGINX_UPSTREAM_WATCH_INTERVAL s, default 2)
+#   upstream-watch HOST:PORT        loop (interval NGINX_UPSTREAM_WATCH_INTERVAL s, default 1)
 #   upstream-watch render HOST:PORT write the list once (the entrypoint, before nginx starts)
 #   upstream-watch drain IP         leave IP out from now on
 #   upstream-watch undrain IP       take IP back
@@ -16,7 +16,7 @@ set -Eeuo pipefail
 
 CONF=/tmp/nginx/upstream.conf
 DRAIN=/tmp/nginx/upstream-drain
-interval="${NGINX_UPSTREAM_WATCH_INTERVAL:-2}"
+interval="${NGINX_UPSTREAM_WATCH_INTERVAL:-1}"
 
 log() { printf '[upstream-watch] %s\n' "$*" >&2; }
 

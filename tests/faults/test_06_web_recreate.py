@@ -46,7 +46,7 @@ def test_web_force_recreate_under_light_load(stack, make_user, client):
 
     # Reads: nginx held those no container took and retried them; none fails.
     failed_reads = [o for o in readers.outcomes if o.status != 200]
-    assert not failed_reads, f"reads failed: {[(o.status, round(o.seconds, 2)) for o in failed_reads]}"
+    assert not failed_reads, [(o.status, round(o.seconds, 2)) for o in failed_reads]
 
     # Writes: a failure is nginx's JSON 502 for a request the old container had been sent.
     failed_writes = [o for o in writers.outcomes if o.status != 201]

@@ -254,6 +254,8 @@ TOKEN_CACHE_SECONDS = env.int("DJANGO_TOKEN_CACHE_SECONDS", default=60)
 # Unfiltered lists of a table with more rows than this report PostgreSQL's row estimate as
 # `count` instead of running COUNT(*) on every page (0: always exact).
 PAGINATION_ESTIMATE_ABOVE = env.int("DJANGO_PAGINATION_ESTIMATE_ABOVE", default=10_000)
+# Each process keeps an estimate this many seconds (0: ask PostgreSQL on every page).
+PAGINATION_ESTIMATE_CACHE_SECONDS = env.int("DJANGO_PAGINATION_ESTIMATE_CACHE_SECONDS", default=10)
 
 # Bench-only bare Django view at /api/bench/posts/ (prices DRF's overhead). Off in production.
 BENCH_VIEWS = env.bool("DJANGO_BENCH_VIEWS", default=False)

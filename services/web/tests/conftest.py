@@ -4,6 +4,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.core.pagination import forget_estimates
 from config.celery import app as celery_app
 from tests.factories import PostFactory, UserFactory
 
@@ -23,6 +24,7 @@ def _isolated(settings, tmp_path):
     }
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
+    forget_estimates()  # a list's count estimate kept by an earlier test
     yield
     celery_app.conf.update(saved)
 

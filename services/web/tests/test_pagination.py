@@ -53,3 +53,25 @@ def test_filtered_list_and_small_tables_count_exactly(api_client, settings):
     assert api_client.get(LIST_URL, {"author": author.id}).json()["count"] == 3
     settings.PAGINATION_ESTIMATE_ABOVE = 0
     assert api_client.get(LIST_URL).json()["count"] == 30
+
+
+def test_estimate_is_kept_a_few_seconds_per_process(api_client, settings):
+    """The estimate is asked once and then reused (it changes only on ANALYZE); exact
+    counts never are."""
+    from django.test.utils import CaptureQueriesContext
+
+    settings.PAGINATION_ESTIMATE_ABOVE = 20
+    PostFactory.create_batch(30)
+    _set_estimate(1000)
+
+    def count_queries() -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as queries:
+            count = api_client.get(LIST_URL).json()["count"]
+        return count, sum("pg_class" in q["sql"] for q in queries.captured_queries)
+
+    assert count_queries() == (1000, 1)
+    assert count_queries() == (1000, 0)
+    settings.PAGINATION_ESTIMATE_CACHE_SECONDS = 0
+    settings.PAGINATION_ESTIMATE_ABOVE = 5000  # exact from now on: 30 rows
+    assert count_queries() == (30, 1)
+    assert count_queries() == (30, 1)

@@ -1,3 +1,5 @@
+import time
+
 from django.conf import settings
 from django.core.paginator import EmptyPage
 from django.core.paginator import Paginator as DjangoPaginator
@@ -6,6 +8,13 @@ from django.utils.functional import cached_property
 from rest_framework import pagination
 
 from apps.core.validation import positive_int_param
+
+# (database alias, table, threshold) -> (monotonic expiry, estimate); never an exact count.
+_estimates: dict[tuple[str, str, int], tuple[float, int]] = {}
+
+
+def forget_estimates() -> None:
+    _estimates.clear()
 
 
 def table_count(queryset) -> tuple[int, bool] | None:
@@ -27,6 +36,12 @@ def table_count(queryset) -> tuple[int, bool] | None:
     ):
         return None
     table = queryset.model._meta.db_table
+    # The estimate changes only when autovacuum analyzes the table: kept a few seconds per
+    # process (DJANGO_PAGINATION_ESTIMATE_CACHE_SECONDS), it saves a query on every page.
+    key = (queryset.db, table, threshold)
+    cached = _estimates.get(key) if settings.PAGINATION_ESTIMATE_CACHE_SECONDS else None
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1], True
     # The table name is the model's own (quoted), never input.
     quoted = connection.ops.quote_name(table)
     sql = (
@@ -37,7 +52,12 @@ def table_count(queryset) -> tuple[int, bool] | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, [threshold, threshold, table])
         row = cursor.fetchone()
-    return None if row is None else (int(row[0]), bool(row[1]))
+    if row is None:
+        return None
+    count, estimated = int(row[0]), bool(row[1])
+    if estimated and settings.PAGINATION_ESTIMATE_CACHE_SECONDS:
+        _estimates[key] = (time.monotonic() + settings.PAGINATION_ESTIMATE_CACHE_SECONDS, count)
+    return count, estimated
 
 
 class Paginator(DjangoPaginator):

@@ -2,11 +2,11 @@
 """The benchmark harness behind `make bench` (run through scripts/bench.sh).
 
 Brings up the prod stack under its own compose project, seeds a fixed dataset, and measures
-with wrk, on 127.0.0.1 only, each scenario for three set-ups of the web service on the same
-app, data and machine: (A) `manage.py runserver`, (B) gunicorn with bare defaults and
-CONN_MAX_AGE=0, (O) ours. Set-ups alternate and repeat (rounds; the median is reported), each
-from fresh web and nginx containers after TIME_WAIT sockets have drained. Also measures image
-sizes, idle RAM, time to healthy, worker throughput and build times. Writes
+with wrk (in a container on the stack's own network) each scenario for three set-ups of the
+web service on the same app, data and machine: (A) `manage.py runserver`, (B) gunicorn with
+bare defaults and CONN_MAX_AGE=0, (O) ours. Set-ups alternate and repeat (rounds; the median
+is reported), each from fresh web and nginx containers after TIME_WAIT sockets have drained.
+Also measures image sizes, idle RAM, time to healthy, worker throughput and build times. Writes
 <out>/<UTC timestamp>/{results.json,report.md,*.png} and prints a table.
 
 Configuration (environment): BENCH_QUICK=1 (seconds per scenario, small dataset: checks the
@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LUA = ROOT / "bench" / "wrk" / "report.lua"
 QUICK = os.environ.get("BENCH_QUICK", "") == "1"
 
 
@@ -91,6 +90,8 @@ SCENARIOS = {
     "S6": ("POST /api/posts/", "nginx", "create", None),
     "S7": ("bare Django JSON view, same 20 rows", "nginx", "list", "/api/bench/posts/"),
 }
+# Where wrk sends its load, from its container on the stack's frontend network.
+TARGETS = {"nginx": "http://nginx:8080", "direct": "http://web:8000"}
 # S1 does not touch the web service: measured with set-up O only.
 NGINX_ONLY = {"S1"}
 SETUP_ORDER = [s for s in os.environ.get("BENCH_SETUPS", "A,B,O").split(",") if s]
@@ -380,7 +381,10 @@ def start_setup(stack: Stack, key: str) -> dict:
 
 
 # ---- wrk ----------------------------------------------------------------------------------------
-def wrk(url: str, mode: str, path: str | None, connections: int, seconds: int, data: dict) -> dict:
+def wrk(
+    stack: Stack, url: str, mode: str, path: str | None, connections: int, seconds: int, data: dict
+) -> dict:
+    """One wrk run from the wrk container on the stack's frontend network (compose/bench.yml)."""
     env = {
         "BENCH_HOST": HOST,
         "BENCH_MODE": mode,
@@ -390,11 +394,12 @@ def wrk(url: str, mode: str, path: str | None, connections: int, seconds: int, d
         "BENCH_ID_MAX": str(data["id_max"]),
     }
     target = url + (path if mode == "static" and path else "/")
-    result = run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", str(LUA), target],
+    result = stack.compose(
+        "run", "--rm", "--no-deps", "-T", "wrk",
+        "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", "/bench/report.lua", target,
         env=env,
         timeout=seconds + 60,
-    )
+    )  # fmt: skip
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if not lines:
         fail(f"wrk printed no result for {target}:\n{result.stdout}\n{result.stderr}")
@@ -424,7 +429,7 @@ def run_setup(stack: Stack, key: str, data: dict, results: list, round_no: int) 
         f"  TIME_WAIT {drained['time_wait_before']} -> {drained['time_wait_after']} "
         f"(waited {drained['drain_s']}s); warming up {WARMUP}s"
     )
-    wrk(urls["nginx"], "list", "/api/posts/", CONNECTIONS[0], WARMUP, data)
+    wrk(stack, TARGETS["nginx"], "list", "/api/posts/", CONNECTIONS[0], WARMUP, data)
     for name in SCENARIO_ORDER:
         if name in NGINX_ONLY and key != "O":
             continue
@@ -436,7 +441,7 @@ def run_setup(stack: Stack, key: str, data: dict, results: list, round_no: int) 
             path = f"/api/posts/?page={min(200, max(1, POSTS // 20))}"
         for connections in CONNECTIONS:
             drain = drain_time_wait(DRAIN_RUN_MAX, urls["containers"])
-            row = wrk(urls[target], mode, path, connections, DURATION, data)
+            row = wrk(stack, TARGETS[target], mode, path, connections, DURATION, data)
             row.update(setup=key, scenario=name, connections=connections, round=round_no, **drain)
             results.append(row)
             errors = row["connect_errors"] + row["read_errors"] + row["write_errors"] + row["timeouts"]
@@ -792,8 +797,8 @@ def report(out: Path, data: dict) -> str:
     lines = [
         f"# Benchmark {data['timestamp']}" + (" (BENCH_QUICK: harness check only)" if QUICK else ""),
         "",
-        f"Machine: {data['machine']}; wrk 2 threads on the same machine; traffic on 127.0.0.1 only "
-        "(through Docker's port publishing). Load average at the start: "
+        f"Machine: {data['machine']}; wrk (2 threads) on the same machine, in a container on the "
+        "stack's own network, loading nginx:8080 and web:8000 directly. Load average at the start: "
         f"{data.get('loadavg', 'n/a')}.",
         f"Dataset: {POSTS:,} posts by {USERS} users. {DURATION}s per run after a {WARMUP}s warm-up, "
         f"{ROUNDS} round(s), set-ups alternating; median over rounds. Set-ups:",
@@ -874,8 +879,6 @@ def charts(out: Path, summary: dict) -> None:
 # ---- main ---------------------------------------------------------------------------------------
 def main() -> int:
     os.chdir(ROOT)
-    if shutil.which("wrk") is None:
-        fail("wrk is not installed (Debian: apt-get install wrk)")
     unknown = [s for s in SETUP_ORDER if s not in SETUPS] + [s for s in SCENARIO_ORDER if s not in SCENARIOS]
     if unknown:
         fail(f"unknown set-up or scenario: {', '.join(unknown)}")
@@ -905,6 +908,8 @@ def main() -> int:
     env_file = make_env_file()
     stack = Stack(env_file)
     stack.down()
+    log("building the wrk image (bench/wrk)")
+    stack.compose("build", "wrk", timeout=600)
     results: list = []
     try:
         log("prod stack: up, waiting until every service is healthy (fresh volumes)")

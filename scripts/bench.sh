@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark behind `make bench`: the prod stack (compose project drs-bench) against the
-# set-ups users would otherwise run, with wrk on 127.0.0.1. See docs/benchmarks.md.
+# set-ups users would otherwise run, with wrk in a container on the stack's own network.
+# See docs/benchmarks.md.
 # BENCH_QUICK=1: one short round on a small dataset, only to check that the harness works.
 # Results: bench/results/<UTC timestamp>/ (BENCH_QUICK: .cache/bench-results/); bench/results/latest.md.
 set -Eeuo pipefail
@@ -13,17 +14,6 @@ export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 [ -r "$BUILD_CA_BUNDLE" ] || BUILD_CA_BUNDLE=/dev/null
 
 log() { printf '[bench] %s\n' "$*"; }
-
-ensure_wrk() {
-	command -v wrk >/dev/null && return
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		log "installing wrk (Debian package)"
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null
-	else
-		echo "bench: error: wrk is not installed; install it (Debian/Ubuntu: sudo apt-get install wrk)" >&2
-		exit 1
-	fi
-}
 
 ensure_venv() {
 	local stamp="$VENV/.requirements.sha" want
@@ -38,7 +28,6 @@ ensure_venv() {
 }
 
 main() {
-	ensure_wrk
 	ensure_venv
 	if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
 		log "building images (tag $DRS_TAG; cached builds are fast)"

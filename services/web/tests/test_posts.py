@@ -38,6 +38,7 @@ def test_fast_representation_equals_drf_field_output(settings):
     from django.utils import timezone
     from rest_framework import serializers
 
+    from apps.posts import selectors
     from apps.posts.serializers import PostSerializer
 
     post = PostFactory(title='ünï "quoted"', body="line\nbreak")
@@ -48,6 +49,9 @@ def test_fast_representation_equals_drf_field_output(settings):
         with timezone.override(zone):
             generic = serializers.ModelSerializer.to_representation(PostSerializer(), post)
             assert PostSerializer(post).data == generic
+            # The list's rows (selectors.post_rows) give the same too.
+            row = selectors.post_rows().get(pk=post.pk)
+            assert PostSerializer(row).data == generic
     assert generic["updated_at"] == "2026-03-01T11:20:30.123456+01:00"
 
 

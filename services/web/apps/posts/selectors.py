@@ -10,5 +10,15 @@ def post_list() -> QuerySet[Post]:
     return Post.objects.select_related("author").order_by("-created_at", "-id")
 
 
+# What a post's representation needs (apps.posts.serializers.row_representation).
+ROW_FIELDS = ("id", "title", "body", "created_at", "updated_at", "author_id", "author__username")
+
+
+def post_rows() -> QuerySet:
+    """``post_list()`` as plain rows (dicts of ``ROW_FIELDS``), for pages that only show posts:
+    no model instances to build (a tenth of a list request, profiled with py-spy)."""
+    return post_list().values(*ROW_FIELDS)
+
+
 def posts_by_author(user) -> QuerySet[Post]:
     return post_list().filter(author=user)

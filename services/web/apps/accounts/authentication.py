@@ -6,8 +6,10 @@ and the database is asked only on a miss. The cache is shared by every gunicorn 
 replica, and ``apps.accounts.signals`` deletes the entry when the token is deleted or its user
 saved (deactivated, renamed) or deleted, so revocation still takes effect at once. Changes that
 bypass signals (``QuerySet.update``) take effect within ``DJANGO_TOKEN_CACHE_SECONDS``.
-The cache key is a hash of the token, never the token itself. With the cache down, requests are
-authenticated from the database as usual.
+The cache key is a hash of the token, never the token itself; the value is the user row as the
+database has it (password hash included), in the stack's Redis, which only the backend network
+reaches and which requires its password. With the cache down, requests are authenticated from
+the database as usual.
 """
 
 import hashlib

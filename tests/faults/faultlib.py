@@ -126,15 +126,23 @@ class Load:
         wait_for(lambda: self.sent() >= n, timeout, f"load did not reach {n} requests")
 
 
+def posts_query(stack, expression: str, **values):
+    """The JSON value of ``expression`` evaluated in the web container's Django shell, with
+    ``Post``, ``Count`` and each of ``values`` (given by repr) in scope."""
+    assigned = "".join(f"{name} = {value!r}; " for name, value in values.items())
+    out = stack.manage(
+        "import json, sys; from django.db.models import Count; from apps.posts.models import Post; "
+        f"{assigned}sys.stdout.write('RESULT' + json.dumps({expression}))"
+    )
+    return json.loads(out.split("RESULT", 1)[1])
+
+
 def existing_posts(stack, ids) -> dict[int, str]:
     """Titles of the given post ids that exist in the database (read in the web container)."""
-    out = stack.manage(
-        "import json, sys; from apps.posts.models import Post; "
-        f"ids = {sorted(ids)!r}; "
-        "sys.stdout.write('RESULT' + json.dumps(dict(Post.objects.filter(pk__in=ids)"
-        ".values_list('pk', 'title'))))"
+    found = posts_query(
+        stack, "dict(Post.objects.filter(pk__in=ids).values_list('pk', 'title'))", ids=sorted(ids)
     )
-    return {int(k): v for k, v in json.loads(out.split("RESULT", 1)[1]).items()}
+    return {int(k): v for k, v in found.items()}
 
 
 def clients(make_user, n: int, prefix: str = "load") -> list:

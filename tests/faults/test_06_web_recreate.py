@@ -4,9 +4,7 @@ new one answers (nginx/snippets/web-retry.conf): no read fails. A write fails on
 already sent to the old container (Django may have seen it: it is never sent twice), so at most
 one per writer client, and no post is ever created twice."""
 
-import json
-
-from faultlib import Load, clients, existing_posts, record, wait_for
+from faultlib import Load, clients, existing_posts, posts_query, record, wait_for
 
 READERS = 2
 WRITERS = 1
@@ -16,13 +14,12 @@ HOLD_LIMIT = 15
 
 def title_counts(stack, titles) -> dict[str, int]:
     """How many posts have each of ``titles`` (those with none are left out)."""
-    out = stack.manage(
-        "import json, sys; from django.db.models import Count; from apps.posts.models import Post; "
-        f"titles = {sorted(titles)!r}; "
-        "sys.stdout.write('RESULT' + json.dumps(dict(Post.objects.filter(title__in=titles)"
-        ".values('title').annotate(n=Count('id')).values_list('title', 'n'))))"
+    return posts_query(
+        stack,
+        "dict(Post.objects.filter(title__in=titles).values('title').annotate(n=Count('id'))"
+        ".values_list('title', 'n'))",
+        titles=sorted(titles),
     )
-    return json.loads(out.split("RESULT", 1)[1])
 
 
 def test_web_force_recreate_under_light_load(stack, make_user, client):

@@ -54,6 +54,13 @@ take_lock() {
 	flock -w "${BACKUP_LOCK_TIMEOUT:-3600}" "$lock_fd" || die "another backup or restore holds $LOCK_FILE"
 }
 
+# The last run's state: ok, failed, or none (no run yet).
+last_state() {
+	local state=none
+	[ ! -s "$STATUS_FILE" ] || read -r state _ <"$STATUS_FILE"
+	printf '%s\n' "$state"
+}
+
 write_status() { # write_status ok|failed NAME DETAIL
 	printf '%s %s %s %s\n' "$1" "$2" "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$3" >"$STATUS_FILE.tmp"
 	mv -f "$STATUS_FILE.tmp" "$STATUS_FILE"
@@ -305,10 +312,9 @@ interval_seconds() { # 90, 90s, 30m, 6h, 1d
 
 # Seconds until the next backup is due: interval after the newest good backup (0 if none).
 seconds_until_due() {
-	local newest ts due state=ok
+	local newest ts due
 	# After a failed run (also one before a restart) the next backup is due now.
-	[ ! -s "$STATUS_FILE" ] || read -r state _ <"$STATUS_FILE"
-	[ "$state" = ok ] || { echo 0; return; }
+	[ "$(last_state)" != failed ] || { echo 0; return; }
 	newest=$(backup_names | head -n1)
 	[ -n "$newest" ] || { echo 0; return; }
 	ts=${newest#backup-}
@@ -341,10 +347,7 @@ cmd_scheduler() {
 }
 
 cmd_healthcheck() {
-	[ -s "$STATUS_FILE" ] || exit 0
-	local state
-	read -r state _ <"$STATUS_FILE"
-	[ "$state" = ok ] || { cat "$STATUS_FILE"; exit 1; }
+	[ "$(last_state)" != failed ] || { cat "$STATUS_FILE"; exit 1; }
 }
 
 main() {

@@ -140,14 +140,20 @@ def _served_by(base_url: str, ca: str) -> bool:
         return False
 
 
-def _wait_served_by(stack, base_url: str, ca: str, timeout: float = 30) -> None:
-    """The reload is asynchronous (and the machine shared): wait, bounded."""
+def _wait_served_by(stack, base_url: str, ca: str, retired: str, timeout: float = 30) -> None:
+    """Wait, bounded, until nginx serves the certificate `ca` signed and no longer the one
+    `retired` signed. The reload is asynchronous: for a moment after it, the old workers
+    still accept connections beside the new ones, so a new connection may get either."""
     deadline = time.monotonic() + timeout
-    while not _served_by(base_url, ca):
+    while not (_served_by(base_url, ca) and not _served_by(base_url, retired)):
         if time.monotonic() > deadline:
             logs = stack.compose("logs", "--tail=30", "nginx", check=False)
-            raise AssertionError(f"nginx does not serve the certificate {ca} signed:\n{logs}")
+            raise AssertionError(
+                f"nginx does not serve only the certificate {ca} signed:\n{logs}"
+            )
         time.sleep(0.5)
+    for _ in range(5):  # settled: every new connection gets the new certificate
+        assert _served_by(base_url, ca) and not _served_by(base_url, retired)
 
 
 def _hook(stack, lineage: str) -> None:
@@ -174,9 +180,8 @@ def test_renewed_certificate_installed_by_the_certbot_hook_without_restarting_ng
     subprocess.run([certs_script, "localhost", str(renewed)], check=True, capture_output=True)
     try:
         _hook(stack, str(renewed))
-        _wait_served_by(stack, base_url, str(renewed / "ca.pem"))
-        assert not _served_by(base_url, CA_BUNDLE)
+        _wait_served_by(stack, base_url, str(renewed / "ca.pem"), retired=CA_BUNDLE)
     finally:
         _hook(stack, str(original))
-    _wait_served_by(stack, base_url, CA_BUNDLE)
+    _wait_served_by(stack, base_url, CA_BUNDLE, retired=str(renewed / "ca.pem"))
     assert stack.inspect(nginx)["State"]["StartedAt"] == started

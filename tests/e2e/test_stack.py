@@ -66,6 +66,27 @@ def test_request_id_is_passed_through(client):
     assert r.headers["X-Request-ID"] == "e2e-trace-12345678"
 
 
+def test_every_request_in_nginx_access_log_and_only_errors_in_django_log(stack, client):
+    """Production: nginx logs every request (JSON, with its request id); Django, behind it,
+    only errors and slow requests (DJANGO_REQUEST_LOG=errors), so a line is not written twice."""
+    tag = f"e2e-log-{time.time_ns()}"
+    assert client.get("/api/posts/", headers={"X-Request-ID": tag + "-ok"}).status_code == 200
+    missing = client.get("/api/posts/999999999/", headers={"X-Request-ID": tag + "-404"})
+    assert missing.status_code == 404
+
+    def lines(service: str) -> list[str]:
+        return stack.compose("logs", "--no-color", "--no-log-prefix", service).splitlines()
+
+    deadline = time.monotonic() + 15  # nginx flushes its access log buffer every second
+    while not any(tag + "-404" in line for line in lines("nginx")):
+        assert time.monotonic() < deadline, "nginx's access log has no line for the request"
+        time.sleep(0.5)
+    assert any(tag + "-ok" in line and '"status":200' in line for line in lines("nginx"))
+    web = [line for line in lines("web") if tag in line]
+    assert len(web) == 1, web
+    assert '"status":404' in web[0] and tag + "-404" in web[0]
+
+
 def test_unknown_host_is_dropped(base_url):
     try:
         r = requests.get(base_url + "/api/posts/", headers={"Host": "evil.example"}, timeout=5)

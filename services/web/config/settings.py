@@ -329,6 +329,11 @@ CELERY_BEAT_SCHEDULE = {
 # --- Logging (stdout; JSON lines in production, readable in development) -----------------------
 
 LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO").upper()
+# The request log (apps.core.middleware): "all" logs every request; "errors" only responses of
+# 400 and up and slow requests (production: nginx's access log already has every request, with
+# its request id and timing). A request slower than DJANGO_REQUEST_LOG_SLOW_MS is a WARNING.
+REQUEST_LOG = env.str("DJANGO_REQUEST_LOG", default="all").strip().lower()
+REQUEST_LOG_SLOW_MS = env.int("DJANGO_REQUEST_LOG_SLOW_MS", default=1000)
 LOG_FORMAT = env.str("DJANGO_LOG_FORMAT", default="console" if DEBUG else "json").lower()
 LOGGING = {
     "version": 1,
@@ -368,6 +373,12 @@ def _refuse(message: str) -> None:
     print(f"configuration error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(1)
 
+
+if REQUEST_LOG not in {"all", "errors"}:
+    _refuse(
+        f"DJANGO_REQUEST_LOG is {REQUEST_LOG!r}; set it to all (every request) or errors "
+        "(responses of 400 and up, and slow requests)"
+    )
 
 if not DEBUG and not TESTING:
     if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure"):

@@ -147,6 +147,22 @@ def test_request_log_carries_the_request_id(api_client, caplog):
 
 
 @pytest.mark.django_db
+def test_request_log_of_errors_only_keeps_errors_and_slow_requests(api_client, caplog, settings):
+    settings.REQUEST_LOG = "errors"
+    with caplog.at_level(logging.INFO, logger="web.request"):
+        api_client.get("/api/posts/", HTTP_X_REQUEST_ID="fine")
+        api_client.get("/api/posts/999999/", HTTP_X_REQUEST_ID="missing")
+        settings.REQUEST_LOG_SLOW_MS = 0  # every request is slow now
+        api_client.get("/api/posts/", HTTP_X_REQUEST_ID="slow")
+    lines = [_formatted(r) for r in caplog.records if r.name == "web.request"]
+    assert [(line["request_id"], line["status"], line["level"]) for line in lines] == [
+        ("missing", 404, "INFO"),
+        ("slow", 200, "WARNING"),
+    ]
+    assert lines[1]["message"] == "GET /api/posts/ 200 (slow)"
+
+
+@pytest.mark.django_db
 def test_task_logs_carry_the_task_id_and_the_request_id(auth_client, caplog):
     with caplog.at_level(logging.INFO, logger="apps.exports.services"):
         auth_client.post("/api/exports/", {"format": "csv"}, HTTP_X_REQUEST_ID="req-7")

@@ -82,6 +82,7 @@ def test_celery_broker_url_overrides_redis_url():
         ({"DJANGO_ALLOWED_HOSTS": ""}, "DJANGO_ALLOWED_HOSTS"),
         ({"DATABASE_URL": ""}, "DATABASE_URL"),
         ({"DATABASE_URL": "sqlite:////tmp/prod.sqlite3"}, "DATABASE_URL"),
+        ({"DJANGO_REQUEST_LOG": "loud"}, "DJANGO_REQUEST_LOG"),
     ],
 )
 def test_production_guard_stops_start_up_with_one_line(change, variable):

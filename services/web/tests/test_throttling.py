@@ -71,3 +71,14 @@ def test_redis_counter_window_opens_at_the_first_hit():
     assert cache.hit("short", 1)[0] == 1
     time.sleep(1.2)
     assert cache.hit("short", 1)[0] == 1
+
+
+def test_redis_counter_survives_a_redis_that_forgot_its_scripts():
+    """After a Redis restart its script cache is empty; the counter loads its script again."""
+    from django.core.cache import cache
+
+    if not hasattr(cache, "hit"):
+        pytest.skip("the Redis cache backend only (REDIS_URL set, as in the stack)")
+    assert cache.hit("restart", 60)[0] == 1
+    cache._cache.get_client(write=True).script_flush()
+    assert cache.hit("restart", 60)[0] == 2

@@ -4,17 +4,34 @@
   on every cache call, which copies redis-py's table of response callbacks each time (a few
   percent of a list request, profiled with py-spy).
 - ``hit(key, seconds)``: a counter that starts at the first hit and lives ``seconds``, counted
-  and read in one round trip (INCR, EXPIRE NX, PTTL in a pipeline): the throttles' counter
-  (apps/core/throttles.py).
+  and read in one command (a Lua script: INCR, EXPIRE NX, PTTL, atomic in Redis; a pipeline
+  of them in a MULTI/EXEC transaction was five commands to send and parse): the throttles'
+  counter (apps/core/throttles.py).
 """
 
 from django.core.cache.backends import redis as django_redis
+
+# KEYS[1]: the counter; ARGV[1]: its window in seconds. Returns {hits, milliseconds left}.
+HIT_SCRIPT = """
+local hits = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+return {hits, redis.call('PTTL', KEYS[1])}
+"""
 
 
 class RedisCacheClient(django_redis.RedisCacheClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._clients = {}
+        self._hit_scripts = {}
+
+    def hit_script(self, client):
+        """The counter script for ``client`` (run by its SHA; loaded again after a Redis
+        restart by redis-py, on NOSCRIPT)."""
+        script = self._hit_scripts.get(id(client))
+        if script is None:
+            script = self._hit_scripts[id(client)] = client.register_script(HIT_SCRIPT)
+        return script
 
     def get_client(self, key=None, *, write=False):
         pool = self._get_connection_pool(write)
@@ -34,9 +51,5 @@ class RedisCache(django_redis.RedisCache):
         The window opens at the first hit and lasts ``seconds``."""
         key = self.make_and_validate_key(key, version=version)
         client = self._cache.get_client(key, write=True)
-        with client.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, seconds, nx=True)
-            pipe.pttl(key)
-            hits, _, left_ms = pipe.execute()
+        hits, left_ms = self._cache.hit_script(client)(keys=[key], args=[seconds])
         return hits, max(left_ms, 0) / 1000

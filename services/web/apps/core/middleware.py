@@ -3,6 +3,7 @@
 import logging
 import time
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from apps.core import health
@@ -15,7 +16,8 @@ HEALTH_PATHS = {"/healthz": health.liveness, "/readyz": health.readiness}
 
 class RequestIdMiddleware:
     """Take ``X-Request-ID`` from the request (or make one), expose it to logs through a context
-    variable, echo it on the response, and log one line per request with its timing."""
+    variable, echo it on the response, and log one line per request with its timing (every
+    request, or with ``DJANGO_REQUEST_LOG=errors`` only errors and slow requests)."""
 
     header = "X-Request-ID"
 
@@ -37,24 +39,31 @@ class RequestIdMiddleware:
 
     @staticmethod
     def _log(request, status: int, started: float) -> None:
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        slow = duration_ms >= settings.REQUEST_LOG_SLOW_MS
+        if status < 400 and not slow and settings.REQUEST_LOG == "errors":
+            return
         # Health checks are polled every few seconds: keep them out of the INFO log.
         if request.path in HEALTH_PATHS:
             level = logging.DEBUG if status < 400 else logging.WARNING
         else:
             level = logging.ERROR if status >= 500 else logging.INFO
+        if slow:
+            level = max(level, logging.WARNING)
         if not logger.isEnabledFor(level):
             return
         logger.log(
             level,
-            "%s %s %s",
+            "%s %s %s%s",
             request.method,
             request.path,
             status,
+            " (slow)" if slow else "",
             extra={
                 "method": request.method,
                 "path": request.path,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": duration_ms,
             },
         )
 

@@ -42,7 +42,10 @@ def test_fast_representation_equals_drf_field_output(settings):
     from apps.posts.serializers import PostSerializer
 
     post = PostFactory(title='ünï "quoted"', body="line\nbreak")
-    Post.objects.filter(pk=post.pk).update(updated_at="2026-03-01T10:20:30.123456+00:00")
+    Post.objects.filter(pk=post.pk).update(
+        created_at="2026-03-01T09:00:00+00:00",  # no microseconds: none written
+        updated_at="2026-03-01T10:20:30.123456+00:00",
+    )
     post.refresh_from_db()
     for zone in ("UTC", "Europe/Berlin"):
         settings.TIME_ZONE = zone
@@ -53,6 +56,7 @@ def test_fast_representation_equals_drf_field_output(settings):
             row = selectors.post_rows().get(pk=post.pk)
             assert PostSerializer(row).data == generic
     assert generic["updated_at"] == "2026-03-01T11:20:30.123456+01:00"
+    assert generic["created_at"] == "2026-03-01T10:00:00+01:00"
 
 
 def test_list_without_filter_parameters_skips_the_filter_form(api_client, user, other_user):

@@ -1,3 +1,5 @@
+from datetime import UTC
+
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -9,7 +11,9 @@ from apps.posts.models import Post
 
 def _iso(value, zone) -> str:
     """A datetime as DRF's DateTimeField writes it: ISO 8601 in the current time zone, UTC
-    as ``Z``."""
+    as ``Z``. Short cut for the usual case, a UTC value from the database shown in UTC."""
+    if value.tzinfo is UTC and getattr(zone, "key", None) == "UTC":
+        return value.replace(tzinfo=None).isoformat() + "Z"
     text = value.astimezone(zone).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 

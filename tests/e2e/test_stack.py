@@ -83,8 +83,9 @@ def test_every_request_in_nginx_access_log_and_only_errors_in_django_log(stack, 
         time.sleep(0.5)
     assert any(tag + "-ok" in line and '"status":200' in line for line in lines("nginx"))
     web = [line for line in lines("web") if tag in line]
-    assert len(web) == 1, web
-    assert '"status":404' in web[0] and tag + "-404" in web[0]
+    assert [line for line in web if tag + "-404" in line and '"status":404' in line], web
+    # The 200 only if it was slow (over DJANGO_REQUEST_LOG_SLOW_MS on a busy machine).
+    assert all("(slow)" in line for line in web if tag + "-ok" in line), web
 
 
 def test_unknown_host_is_dropped(base_url):

@@ -127,6 +127,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DJANGO_DB_CONNECT_TIMEOUT", default=5)
     )
+# The list page's SQL as a PostgreSQL prepared statement on each connection that runs it twice
+# (apps/core/queries.py): planned once instead of on every page. Turn off behind a pooler in
+# transaction mode (PgBouncer's pool_mode=transaction), where a connection is not one session.
+DB_PREPARED_STATEMENTS = env.bool("DJANGO_DB_PREPARED_STATEMENTS", default=True)
 
 # --- Cache (Redis when REDIS_URL is set, else local memory) -------------------------------------
 

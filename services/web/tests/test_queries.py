@@ -71,3 +71,72 @@ def test_the_unfiltered_list_compiles_its_page_once(api_client):
     assert api_client.get(LIST_URL + "?page=2").json()["results"]
     assert api_client.get(LIST_URL + "?search=zzz").json()["results"] == []
     assert queries.stats["compiled"] == 2
+
+
+def _prepared_here() -> list[str]:
+    """The kept statements prepared in this connection's PostgreSQL session."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'kept\\_%%'")
+        return [row[0] for row in cursor.fetchall()]
+
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements: PostgreSQL's"
+)
+
+
+@pytest.fixture
+def fresh_session():
+    """Nothing prepared yet in this connection's session (earlier tests share it)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    connection.__dict__.pop("_kept_statements", None)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)  # outside a transaction, as requests run
+def test_a_page_run_twice_on_a_connection_is_prepared_and_gives_the_same_rows(
+    settings, fresh_session
+):
+    settings.DB_PREPARED_STATEMENTS = True
+    PostFactory.create_batch(5)
+    pages = [list(selectors.post_rows()[0:3]) for _ in range(4)]
+    assert pages[0] == pages[1] == pages[2] == pages[3]
+    assert pages[0] == _compiled_every_time(selectors.post_rows()[0:3])
+    assert len(_prepared_here()) == 1
+    newer = PostFactory()
+    assert next(iter(selectors.post_rows()[0:3]))["id"] == newer.id  # the rows, never kept
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_the_server_forgot_is_run_as_plain_sql_then_prepared_again(
+    settings, fresh_session
+):
+    settings.DB_PREPARED_STATEMENTS = True
+    PostFactory.create_batch(5)
+    expected = _compiled_every_time(selectors.post_rows()[0:3])
+    for _ in range(3):
+        assert list(selectors.post_rows()[0:3]) == expected
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # as a session reset (or a pooler) would
+    for _ in range(3):
+        assert list(selectors.post_rows()[0:3]) == expected
+    assert len(_prepared_here()) == 1
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_no_prepared_statement_when_turned_off_or_inside_a_transaction(settings, fresh_session):
+    from django.db import transaction
+
+    PostFactory.create_batch(5)
+    settings.DB_PREPARED_STATEMENTS = False
+    for _ in range(3):
+        list(selectors.post_rows()[0:3])
+    assert _prepared_here() == []
+    settings.DB_PREPARED_STATEMENTS = True
+    with transaction.atomic():
+        for _ in range(3):
+            list(selectors.post_rows()[0:3])
+        assert _prepared_here() == []

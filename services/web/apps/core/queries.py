@@ -7,11 +7,23 @@ querysets built with ``ReusedSQLValuesIterable`` keep the SQL of each whole-tabl
 run and run it again for a query equal to it: same model, same columns, same ordering, same
 slice, every attribute of Django's ``Query`` equal. Anything else (a filter, another ordering,
 a database that needs value converters) is compiled as usual.
+
+On PostgreSQL the kept SQL is also planned once per connection: a connection that runs it a
+second time prepares it (``PREPARE``) and runs it by name from then on (``EXECUTE``), which
+skips parsing and planning (0.15 ms of planning for 0.1 ms of execution on the post list).
+Only outside transactions, where a failed statement spoils nothing; a statement the server no
+longer knows is run as plain SQL again. ``DJANGO_DB_PREPARED_STATEMENTS=0`` turns it off.
 """
 
+import hashlib
+
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.models.query import ValuesIterable
+
+# SQLSTATEs: invalid_sql_statement_name (EXECUTE of an unknown name), duplicate_prepared_statement.
+_STATEMENT_GONE = {"26000", "42P05"}
 
 # (database alias, model, offset, limit) -> (the Query's attributes, SQL, params, column names).
 # Per process; bounded (a crawler walking every page must not grow it without end).
@@ -45,10 +57,7 @@ class ReusedSQLValuesIterable(ValuesIterable):
         else:
             stats["hits"] += 1
         _, sql, params, names = entry
-        with connections[queryset.db].cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        for row in rows:
+        for row in _run(connections[queryset.db], sql, params):
             yield dict(zip(names, row, strict=True))
 
     @staticmethod
@@ -82,3 +91,44 @@ class ReusedSQLValuesIterable(ValuesIterable):
         _compiled[key] = entry
         stats["compiled"] += 1
         return entry
+
+
+def _run(connection, sql: str, params: tuple) -> list[tuple]:
+    """Run kept SQL: prepared on the second run on a connection, by name after that."""
+    with connection.cursor() as cursor:
+        if not _can_prepare(connection, params):
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        raw = connection.connection
+        state = getattr(connection, "_kept_statements", None)
+        if state is None or state[0] is not raw:  # a new connection: nothing prepared on it
+            state = connection._kept_statements = (raw, {})
+        runs = state[1]
+        name = "kept_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:20]
+        count = runs.get(name, 0)
+        try:
+            if count == 0:
+                cursor.execute(sql, params)
+            elif count == 1:
+                # One round trip. The (empty) params, so "%%" reads as the plain SQL's does.
+                cursor.execute(f"PREPARE {name} AS {sql}; EXECUTE {name}", params)
+            else:
+                cursor.execute(f"EXECUTE {name}", params)
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "pgcode", None) not in _STATEMENT_GONE:
+                raise
+            runs.clear()  # the session is not what we thought (reset, or a pooler's)
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        runs[name] = count + 1
+        return cursor.fetchall()
+
+
+def _can_prepare(connection, params: tuple) -> bool:
+    return (
+        settings.DB_PREPARED_STATEMENTS
+        and connection.vendor == "postgresql"
+        and not params  # the kept SQL of a whole-table page has none
+        and not connection.in_atomic_block
+        and connection.get_autocommit()
+    )

@@ -23,15 +23,6 @@ class RedisCacheClient(django_redis.RedisCacheClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._clients = {}
-        self._hit_scripts = {}
-
-    def hit_script(self, client):
-        """The counter script for ``client`` (run by its SHA; loaded again after a Redis
-        restart by redis-py, on NOSCRIPT)."""
-        script = self._hit_scripts.get(id(client))
-        if script is None:
-            script = self._hit_scripts[id(client)] = client.register_script(HIT_SCRIPT)
-        return script
 
     def get_client(self, key=None, *, write=False):
         pool = self._get_connection_pool(write)
@@ -45,11 +36,14 @@ class RedisCache(django_redis.RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = RedisCacheClient
+        self._hit_script = None
 
     def hit(self, key: str, seconds: int, version=None) -> tuple[int, float]:
         """Count one hit on ``key``: ``(hits in the current window, seconds it has left)``.
         The window opens at the first hit and lasts ``seconds``."""
         key = self.make_and_validate_key(key, version=version)
         client = self._cache.get_client(key, write=True)
-        hits, left_ms = self._cache.hit_script(client)(keys=[key], args=[seconds])
+        if self._hit_script is None:  # run by its SHA; redis-py loads it again on NOSCRIPT
+            self._hit_script = client.register_script(HIT_SCRIPT)
+        hits, left_ms = self._hit_script(keys=[key], args=[seconds], client=client)
         return hits, max(left_ms, 0) / 1000

@@ -106,16 +106,18 @@ def _run(connection, sql: str, params: tuple) -> list[tuple]:
         runs = state[1]
         name = "kept_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:20]
         count = runs.get(name, 0)
+        # The second run prepares and runs in one round trip. The (empty) params are passed
+        # every time, so "%%" reads the same in all three forms.
+        if count == 0:
+            statement = sql
+        elif count == 1:
+            statement = f"PREPARE {name} AS {sql}; EXECUTE {name}"
+        else:
+            statement = f"EXECUTE {name}"
         try:
-            if count == 0:
-                cursor.execute(sql, params)
-            elif count == 1:
-                # One round trip. The (empty) params, so "%%" reads as the plain SQL's does.
-                cursor.execute(f"PREPARE {name} AS {sql}; EXECUTE {name}", params)
-            else:
-                cursor.execute(f"EXECUTE {name}", params)
+            cursor.execute(statement, params)
         except DatabaseError as exc:
-            if getattr(exc.__cause__, "pgcode", None) not in _STATEMENT_GONE:
+            if count == 0 or getattr(exc.__cause__, "pgcode", None) not in _STATEMENT_GONE:
                 raise
             runs.clear()  # the session is not what we thought (reset, or a pooler's)
             cursor.execute(sql, params)

@@ -101,9 +101,3 @@ def test_production_guard_also_applies_to_manage_py():
     assert result.stderr.strip().splitlines() == [
         line for line in result.stderr.strip().splitlines() if "DJANGO_SECRET_KEY" in line
     ]
-
-
-def test_check_deploy_is_clean_with_a_production_environment():
-    result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], PRODUCTION_ENV)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "no issues" in result.stdout

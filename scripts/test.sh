@@ -57,9 +57,10 @@ summary() { scripts/test-verdict.py "$RESULTS"; }
 
 # A step outside any test (a build, a stack that would not start) stops the run: say which stage.
 CURRENT_STAGE=setup
+verdict_done=''
 on_exit() {
 	local status=$?
-	if [ "$status" != 0 ] && [ -z "${VERDICT_DONE:-}" ]; then
+	if [ "$status" != 0 ] && [ -z "$verdict_done" ]; then
 		printf '\n\033[1m[test] FAIL  stage %s: stopped the run (exit status %s); no verdict\033[0m\n' \
 			"$CURRENT_STAGE" "$status" >&2
 	fi
@@ -95,7 +96,7 @@ pytest_run() { # pytest_run STAGE ARGS...: host pytest with a junit file per sta
 stage_lint() {
 	log "lint"
 	CURRENT_STAGE=lint
-	local dev="drs/web-dev:$DRS_TAG" prod="drs/web:$DRS_TAG" f
+	local dev="drs/web-dev:$DRS_TAG" prod="drs/web:$DRS_TAG"
 	local -a dockerfiles scripts
 	mapfile -t dockerfiles < <(git ls-files -co --exclude-standard '*Dockerfile')
 	mapfile -t scripts < <(git ls-files -co --exclude-standard '*.sh' .ci/run)
@@ -197,11 +198,11 @@ stack_teardown() {
 stage_bench_quick() {
 	log "benchmark harness, quick: checks it works, never speed"
 	CURRENT_STAGE=bench
-	local name="bench harness (make bench BENCH_QUICK=1)" outcome=pass status=0
+	local name="bench harness (make bench BENCH_QUICK=1)" outcome=pass shown=PASS status=0
 	# Its progress goes to the console (it takes minutes), so not through check().
 	BENCH_QUICK=1 BENCH_SKIP_BUILD=1 BENCH_PROJECT="drs-bench-test-$RUN_ID" BENCH_OUT="$RESULTS/bench" \
-		scripts/bench.sh || { status=$?; outcome=fail; }
-	printf '  %s  %s\n' "$(tr a-z A-Z <<<"$outcome")" "$name"
+		scripts/bench.sh || { status=$?; outcome=fail; shown=FAIL; }
+	printf '  %s  %s\n' "$shown" "$name"
 	printf 'bench\t%s\t%s\n' "$outcome" "$name" >>"$RESULTS/checks.tsv"
 	stage_status bench "$status"
 }
@@ -240,7 +241,7 @@ main() {
 		*) echo "usage: $0 [all|lint|images|django|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]" >&2; exit 64 ;;
 	esac
 	log "summary"
-	VERDICT_DONE=1
+	verdict_done=1
 	summary
 }
 

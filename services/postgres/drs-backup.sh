@@ -67,7 +67,9 @@ write_status() { # write_status ok|failed NAME DETAIL
 }
 
 # pg_dump in a snapshot held open by a psql coprocess, so that the row counts recorded beside the
-# dump are the dump's own, exactly.
+# dump are the dump's own, exactly. That session sits idle in its transaction for as long as the
+# dump takes, so the server's timeouts (idle_in_transaction_session_timeout, statement_timeout) are
+# off for it alone: a dump of any size must not be cut off by them (pg_dump does the same).
 dump_database() { # dump_database DIR   (returns non-zero on any failure)
 	local dir=$1 snapshot='' line='' status=0 to_psql from_psql psql_pid
 	coproc SNAP { psql_q; }
@@ -79,7 +81,8 @@ dump_database() { # dump_database DIR   (returns non-zero on any failure)
 		log "psql exited at once: cannot connect to $PGDATABASE"
 		return 1
 	fi
-	printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;' 'SELECT pg_export_snapshot();' >&"$to_psql" \
+	printf '%s\n' 'SET idle_in_transaction_session_timeout = 0;' 'SET statement_timeout = 0;' \
+		'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;' 'SELECT pg_export_snapshot();' >&"$to_psql" \
 		&& read -r -t 60 snapshot <&"$from_psql" && [ -n "$snapshot" ] \
 		|| { log "could not open a snapshot on $PGDATABASE"; status=1; }
 	if [ "$status" = 0 ]; then

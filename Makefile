@@ -130,7 +130,7 @@ lock: ## Regenerate the hashed lock files from services/web/pyproject.toml and t
 	scripts/lock.sh
 
 ## Testing
-.PHONY: lint test test-lint test-images test-django test-e2e test-tls test-backup test-deploy test-bench test-hardening test-fuzz test-faults
+.PHONY: lint test test-lint test-images test-django test-dev test-e2e test-tls test-backup test-deploy test-bench test-hardening test-fuzz test-faults
 lint: ## Lint only (the same as test-lint)
 	@scripts/test.sh lint
 
@@ -145,6 +145,9 @@ test-images: ## Contract tests of the postgres and redis images
 
 test-django: ## The Django suite inside the web image against the stack's Postgres and Redis
 	@scripts/test.sh django
+
+test-dev: ## `make dev` itself from a copy of the tree on free ports: healthy, URLs answer, demo data, code reloads
+	@scripts/test.sh dev
 
 test-e2e: ## Prod stack on free 127.0.0.1 ports, tested over HTTPS (its own CA) through nginx, then removed
 	@scripts/test.sh e2e

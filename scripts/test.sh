@@ -16,7 +16,7 @@
 # ran at least the tests tests/expected-counts.txt names, and skipped none not listed in
 # tests/allowed-skips.txt. It ends with "N passed, N failed"; any "FAIL stage ..." line above it
 # names what failed, and the exit status is non-zero.
-# Usage: scripts/test.sh [all|lint|images|django|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]
+# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -143,6 +143,12 @@ stage_django() {
 	stage_status django "$status"
 }
 
+# `make dev` itself, from a copy of the working tree, under its own project on free ports.
+stage_dev() {
+	log "make dev (tests/dev)"
+	pytest_run dev tests/dev -q
+}
+
 # Host-side suites against the prod stack, as `make prod-up` runs it, on a free loopback port:
 # tests/<suite> for each suite named, in order, all on one stack (destructive suites last).
 # Torn down always, also on failure; its logs are kept when a suite failed.
@@ -231,14 +237,15 @@ main() {
 			stage_lint
 			stage_images
 			stage_django
+			stage_dev
 			stage_stack "${STACK_SUITES[@]}"
 			stage_bench_quick
 			;;
-		lint | images | django) "stage_$what" ;;
+		lint | images | django | dev) "stage_$what" ;;
 		bench) stage_bench_quick ;;
 		e2e | tls | backup | deploy) stage_stack "$what" ;;
 		faults | fuzz | hardening) stage_stack "$what" ;;
-		*) echo "usage: $0 [all|lint|images|django|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]" >&2; exit 64 ;;
+		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]" >&2; exit 64 ;;
 	esac
 	log "summary"
 	verdict_done=1

@@ -8,13 +8,17 @@ import uuid
 from dataclasses import dataclass, field
 
 import requests
-from conftest import RESULTS_DIR
+from conftest import RESULTS_DIR, Client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIGURES = os.path.join(RESULTS_DIR, "reliability-figures.jsonl")
 # Longest a request may take: nginx gives up on the application after proxy_read_timeout (35 s);
 # anything slower is a hang.
 REQUEST_TIMEOUT = 40
+# docs/reliability.md: requests that need the database answer "JSON 503 with Retry-After: 5
+# (code database_unavailable)", from DRF views and plain Django views alike.
+DOCUMENTED_RETRY_AFTER = "5"
+DATABASE_UNAVAILABLE = "database_unavailable"
 
 
 def record(scenario: str, **figures) -> None:
@@ -48,18 +52,21 @@ class Outcome:
     title: str = ""
     body: dict | None = None
     content_type: str = ""
+    retry_after: str | None = None
 
 
 @dataclass
 class Load:
     """One thread per client, each sending requests one after another until stopped or until
-    ``max_requests`` each: writes (POST a post) or reads. Every answer is kept. Each client is
-    its own user and paces itself (``pause``), staying under the per-user throttle."""
+    ``max_requests`` each: writes (POST a post) or reads (GET ``read_path``). Every answer is
+    kept. Each client is its own user and paces itself (``pause``), staying under the per-user
+    throttle."""
 
     clients: list
     max_requests: int = 1500
     write: bool = True
     pause: float = 0.05
+    read_path: str = "/api/posts/"
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self):
@@ -79,7 +86,7 @@ class Load:
                     "/api/posts/", json={"title": title, "body": "x"}, timeout=REQUEST_TIMEOUT
                 )
             else:
-                r = session.get("/api/posts/", timeout=REQUEST_TIMEOUT)
+                r = session.get(self.read_path, timeout=REQUEST_TIMEOUT)
         except requests.RequestException:
             return Outcome(None, time.monotonic() - started, title=title)
         elapsed = time.monotonic() - started
@@ -89,7 +96,13 @@ class Load:
             body = None
         post_id = body.get("id") if (r.status_code == 201 and isinstance(body, dict)) else None
         return Outcome(
-            r.status_code, elapsed, post_id, title, body, r.headers.get("Content-Type", "")
+            r.status_code,
+            elapsed,
+            post_id,
+            title,
+            body,
+            r.headers.get("Content-Type", ""),
+            r.headers.get("Retry-After"),
         )
 
     def _run(self, n: int) -> None:
@@ -148,3 +161,82 @@ def existing_posts(stack, ids) -> dict[int, str]:
 def clients(make_user, n: int, prefix: str = "load") -> list:
     """``n`` token-authenticated clients, each a user of its own."""
     return [make_user(f"{prefix}{i}") for i in range(n)]
+
+
+def database_unavailable_answers(outcomes) -> int:
+    """How many of ``outcomes`` were 503s, each checked against the documented contract: JSON,
+    ``error.status`` 503, ``error.code`` database_unavailable, ``Retry-After: 5``."""
+    answers = [o for o in outcomes if o.status == 503]
+    for o in answers:
+        assert o.content_type.startswith("application/json"), o.content_type
+        assert isinstance(o.body, dict), o.body
+        assert o.body["error"]["status"] == 503, o.body
+        assert o.body["error"]["code"] == DATABASE_UNAVAILABLE, o.body
+        assert o.retry_after == DOCUMENTED_RETRY_AFTER, f"Retry-After: {o.retry_after}"
+    return len(answers)
+
+
+def admin_client(stack, base_url: str) -> Client:
+    """A client holding a Django admin session of a new staff user: ``GET /admin/`` is a plain
+    Django view (the middleware's path, not DRF's) that reads the session and the user from the
+    database. The session is made with django.contrib.auth.login, as a login form would."""
+    username = f"staff-{uuid.uuid4().hex[:8]}"
+    out = stack.manage(
+        "import sys; from importlib import import_module; from django.conf import settings; "
+        "from django.contrib.auth import get_user_model, login; "
+        "from django.http import HttpRequest; "
+        f"user = get_user_model().objects.create_user({username!r}, is_staff=True); "
+        "request = HttpRequest(); "
+        "request.session = import_module(settings.SESSION_ENGINE).SessionStore(); "
+        "login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0]); "
+        "request.session.save(); "
+        "sys.stdout.write('RESULT' + settings.SESSION_COOKIE_NAME + '=' + "
+        "request.session.session_key)"
+    )
+    c = Client(base_url)
+    c.headers["Cookie"] = out.split("RESULT", 1)[1].strip()
+    r = c.get("/admin/")
+    assert r.status_code == 200, r.status_code
+    assert "text/html" in r.headers["Content-Type"], r.headers["Content-Type"]
+    return c
+
+
+def seed_posts(stack, username: str, rows: int, body: str = "lorem ipsum") -> None:
+    """``rows`` posts of ``username`` titled "row 0" .. "row <rows-1>", in one INSERT ... SELECT
+    in the database (seconds, where the ORM's bulk_create takes minutes)."""
+    stack.manage(
+        "from django.contrib.auth import get_user_model; from django.db import connection; "
+        "from apps.posts.models import Post; "
+        f"author = get_user_model().objects.get(username={username!r}); "
+        "cursor = connection.cursor(); "
+        "cursor.execute("
+        "f'INSERT INTO {Post._meta.db_table} (author_id, title, body, created_at, updated_at) "
+        "SELECT %s, %s || i, %s, now(), now() FROM generate_series(0, %s - 1) AS i', "
+        f"[author.pk, 'row ', {body!r}, {rows}])"
+    )
+
+
+def wait_done(user, export_id: str, timeout: float = 120) -> dict:
+    """The export once it is ``done`` or ``failed``."""
+
+    def finished():
+        export = user.get(f"/api/exports/{export_id}/").json()
+        return export if export["status"] in ("done", "failed") else None
+
+    return wait_for(finished, timeout, f"export {export_id} did not finish", 1)
+
+
+def worker_containers(stack) -> list[tuple[str, str]]:
+    """(container id, start time) of each worker: a restart or a replacement changes it."""
+    return [(c, stack.inspect(c)["State"]["StartedAt"]) for c in stack.container_ids("worker")]
+
+
+def export_completes_on(stack, user, workers) -> dict:
+    """Request an export now and wait for it: it must end ``done`` while the workers are still
+    ``workers`` (the same containers, not restarted): they reconnected by themselves."""
+    r = user.post("/api/exports/", json={"format": "csv"})
+    assert r.status_code == 202, r.text
+    export = wait_done(user, r.json()["id"])
+    assert export["status"] == "done", export
+    assert worker_containers(stack) == workers, "the worker was restarted or replaced"
+    return export

@@ -9,24 +9,14 @@ import csv
 import io
 import time
 
-from faultlib import record, wait_for
+from faultlib import record, seed_posts, wait_for
 
 ROWS = 200_000
 
 
-def bulk_posts(stack, username: str, rows: int) -> None:
-    stack.manage(
-        "from django.contrib.auth import get_user_model; from apps.posts.models import Post; "
-        f"u = get_user_model().objects.get(username={username!r}); body = 'lorem ipsum ' * 40; "
-        f"[Post.objects.bulk_create([Post(author=u, title=f'row {{i}}', body=body) "
-        f"for i in range(start, min(start + 10000, {rows}))]) "
-        f"for start in range(0, {rows}, 10000)]",
-    )
-
-
 def test_worker_sigkill_mid_export_ends_done_once_with_a_complete_file(stack, make_user):
     alice = make_user("bulk")
-    bulk_posts(stack, alice.username, ROWS)
+    seed_posts(stack, alice.username, ROWS, body="lorem ipsum " * 40)
 
     export = alice.post("/api/exports/", json={"format": "csv"}).json()
     url = f"/api/exports/{export['id']}/"
@@ -42,10 +32,15 @@ def test_worker_sigkill_mid_export_ends_done_once_with_a_complete_file(stack, ma
     stack.compose("start", "worker")
     stack.wait_healthy("worker")
 
+    # Each poll: a download, then the status. A 200 whose following status read is not `done`
+    # would be a file served before the export finished (a partial one).
+    polls = [(downloads_while_down.status_code, state["status"])]
+
     def finished():
         r = alice.get(url + "download/")
         assert r.status_code in (200, 409), r.status_code  # 409 until done, never a partial
         current = alice.get(url).json()
+        polls.append((r.status_code, current["status"]))
         return current if current["status"] in ("done", "failed") else None
 
     final = wait_for(finished, 240, "export not finished after the worker came back", 1)
@@ -64,11 +59,16 @@ def test_worker_sigkill_mid_export_ends_done_once_with_a_complete_file(stack, ma
     logs = stack.compose("logs", "--no-color", "worker")
     done_lines = [line for line in logs.splitlines() if f"export {export['id']} done" in line]
     assert len(done_lines) == 1, done_lines
+    served_early = sum(1 for code, status in polls if code == 200 and status != "done")
+    assert served_early == 0, polls
     record(
         "worker SIGKILL mid-export",
         rows=ROWS,
+        rows_in_file=len(rows),
         attempts=final["attempts"],
+        done_logged=len(done_lines),
         recovered_seconds=round(recovered_in, 1),
-        tasks_lost=0,
-        partial_files_served=0,
+        tasks_lost=int(final["status"] != "done"),
+        downloads_refused_while_running=sum(1 for code, _ in polls if code == 409),
+        partial_files_served=served_early,
     )

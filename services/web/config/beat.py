@@ -3,8 +3,8 @@
 Before sending anything, beat takes a lock in the broker's Redis (``SET NX`` with a TTL of
 ``CELERY_BEAT_LOCK_TTL`` seconds) and renews it on every tick. A second beat (a scaled service,
 a leftover container, a second host) finds the lock taken and stands by, sending nothing; it
-takes over within one TTL when the active beat dies. So each periodic task is sent by one beat
-only, however many run. Without a Redis broker (tests, eager mode) there is no lock.
+takes over within TTL + TTL/3 (the lock expires, then its next look) when the active beat dies.
+So each periodic task is sent by one beat only, however many run. Without a Redis broker (tests, eager mode) there is no lock.
 """
 
 import contextlib

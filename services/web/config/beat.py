@@ -4,7 +4,8 @@ Before sending anything, beat takes a lock in the broker's Redis (``SET NX`` wit
 ``CELERY_BEAT_LOCK_TTL`` seconds) and renews it on every tick. A second beat (a scaled service,
 a leftover container, a second host) finds the lock taken and stands by, sending nothing; it
 takes over within TTL + TTL/3 (the lock expires, then its next look) when the active beat dies.
-So each periodic task is sent by one beat only, however many run. Without a Redis broker (tests, eager mode) there is no lock.
+So each periodic task is sent by one beat only, however many run. Without a Redis broker (tests,
+eager mode) there is no lock.
 """
 
 import contextlib

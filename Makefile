@@ -106,9 +106,9 @@ createsuperuser: ## Create a Django superuser interactively
 	@$(SETUP)
 	$(COMPOSE) exec web python manage.py createsuperuser
 
-shell: ## Django shell in the running web container
+shell: ## Django shell in the running web container (no statement timeout: DJANGO_DB_STATEMENT_TIMEOUT_MS=0)
 	@$(SETUP)
-	$(COMPOSE) exec web python manage.py shell
+	$(COMPOSE) exec -e DJANGO_DB_STATEMENT_TIMEOUT_MS=0 web python manage.py shell
 
 psql: ## psql in the running postgres container
 	@$(SETUP)

@@ -59,8 +59,12 @@ class Stack:
         return json.loads(out)[0]
 
     def manage(self, code: str) -> str:
-        """Run Python in a Django shell inside the running web container."""
-        return self.compose("exec", "-T", "web", "python", "manage.py", "shell", "-c", code)
+        """Run Python in a Django shell inside the running web container, as an operator's
+        `make shell` does: without the per-request statement timeout (seeding is slow work)."""
+        return self.compose(
+            "exec", "-T", "-e", "DJANGO_DB_STATEMENT_TIMEOUT_MS=0", "web",
+            "python", "manage.py", "shell", "-c", code,
+        )  # fmt: skip
 
     def wait_healthy(self, service: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout

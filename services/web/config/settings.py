@@ -123,10 +123,18 @@ DATABASES = {
 # Persistent connections, checked before reuse so a restarted database is survived.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Longest one SQL statement may run, in milliseconds (0: no limit); PostgreSQL cancels it and
+# the API answers JSON 504 `query_timeout`. A searched list page runs two statements (count and
+# page): 2 x 15 s stays under nginx's proxy_read_timeout (35 s), so the work stops before nginx
+# gives up on the request. For web requests only: compose sets 0 for migrate, worker and beat,
+# whose work has its own bounds (docs/reliability.md, "Threats and limits").
+DB_STATEMENT_TIMEOUT_MS = env.int("DJANGO_DB_STATEMENT_TIMEOUT_MS", default=15_000)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "connect_timeout", env.int("DJANGO_DB_CONNECT_TIMEOUT", default=5)
-    )
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options.setdefault("connect_timeout", env.int("DJANGO_DB_CONNECT_TIMEOUT", default=5))
+    # libpq's `options`: set for the whole session as it starts (options from DATABASE_URL kept).
+    _timeout_option = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+    _db_options["options"] = f"{_db_options.get('options', '')} {_timeout_option}".strip()
 # The list page's SQL as a PostgreSQL prepared statement on each connection that runs it twice
 # (apps/core/queries.py): planned once instead of on every page. Turn off behind a pooler in
 # transaction mode (PgBouncer's pool_mode=transaction), where a connection is not one session.
@@ -261,6 +269,14 @@ PAGINATION_ESTIMATE_ABOVE = env.int("DJANGO_PAGINATION_ESTIMATE_ABOVE", default=
 # Each process keeps an estimate this many seconds (0: ask PostgreSQL on every page).
 PAGINATION_ESTIMATE_CACHE_SECONDS = env.int("DJANGO_PAGINATION_ESTIMATE_CACHE_SECONDS", default=10)
 
+# ?search= on the posts list: every term is one more pattern match (ILIKE '%term%') on the title
+# and the body (up to 10,000 characters) of every row, so terms are capped in number and length
+# (more is a 400 naming the limit). 5 covers what people type (a few words; a quoted phrase is
+# one term) and holds a search to at most 5 matches per field and row; 64 characters is longer
+# than any word or short phrase, and a match costs more the longer its pattern.
+SEARCH_MAX_TERMS = env.int("DJANGO_SEARCH_MAX_TERMS", default=5)
+SEARCH_MAX_TERM_LENGTH = env.int("DJANGO_SEARCH_MAX_TERM_LENGTH", default=64)
+
 # Bench-only bare Django view at /api/bench/posts/ (prices DRF's overhead). Off in production.
 BENCH_VIEWS = env.bool("DJANGO_BENCH_VIEWS", default=False)
 
@@ -383,6 +399,18 @@ if REQUEST_LOG not in {"all", "errors"}:
         f"DJANGO_REQUEST_LOG is {REQUEST_LOG!r}; set it to all (every request) or errors "
         "(responses of 400 and up, and slow requests)"
     )
+
+if DB_STATEMENT_TIMEOUT_MS < 0:
+    _refuse(
+        f"DJANGO_DB_STATEMENT_TIMEOUT_MS is {DB_STATEMENT_TIMEOUT_MS}; set it to a number of "
+        "milliseconds (0 = no limit), e.g. DJANGO_DB_STATEMENT_TIMEOUT_MS=15000"
+    )
+for _name, _value, _example in [
+    ("DJANGO_SEARCH_MAX_TERMS", SEARCH_MAX_TERMS, 5),
+    ("DJANGO_SEARCH_MAX_TERM_LENGTH", SEARCH_MAX_TERM_LENGTH, 64),
+]:
+    if _value < 1:
+        _refuse(f"{_name} is {_value}; set it to 1 or more, e.g. {_name}={_example}")
 
 if not DEBUG and not TESTING:
     if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure"):

@@ -184,7 +184,7 @@ def test_done_export_whose_file_vanished_is_written_again(user, settings):
     assert (Path(settings.MEDIA_ROOT) / f"exports/{export.id}.csv").exists()
 
 
-def test_failure_is_recorded_with_a_message(user, settings, tmp_path):
+def test_failure_is_recorded_with_a_generic_message(user, settings, tmp_path, caplog):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     settings.MEDIA_ROOT = blocker  # the exports folder cannot be created under a file
@@ -192,11 +192,31 @@ def test_failure_is_recorded_with_a_message(user, settings, tmp_path):
     services.run_export(export.id)
     export.refresh_from_db()
     assert export.status == "failed"
-    assert "Error" in export.error
+    assert export.error == services.WRITE_FAILED
+    assert "not-a-folder" not in export.error
+    # The exception, with its path, is in the log under the export's id.
+    logged = [r for r in caplog.records if r.name == "apps.exports.services" and r.exc_info]
+    assert any(
+        str(export.id) in r.getMessage() and "not-a-folder" in str(r.exc_info[1]) for r in logged
+    ), [r.getMessage() for r in logged]
     assert export.finished_at is not None
     services.run_export(export.id)  # a failed export is final
     export.refresh_from_db()
     assert export.attempts == 1
+
+
+def test_a_failed_export_shows_its_owner_no_internal_detail(auth_client, settings, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings.MEDIA_ROOT = blocker
+    created = auth_client.post(URL, {"format": "json"}, format="json")
+    assert created.status_code == 202
+    shown = auth_client.get(created["Location"])
+    body = shown.json()
+    assert body["status"] == "failed"
+    assert body["error"] == services.WRITE_FAILED
+    assert str(tmp_path) not in shown.content.decode()
+    assert "Error" not in body["error"]  # no exception class name either
 
 
 def test_failed_export_shows_its_error_in_the_api(auth_client, user):

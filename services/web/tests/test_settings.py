@@ -73,6 +73,31 @@ def test_celery_broker_url_overrides_redis_url():
     assert "redis://broker:6379/1" in run(PRINT_SETTINGS, env).stdout
 
 
+PRINT_DB_OPTIONS = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "print(s.DATABASES['default']['OPTIONS']['options'])"
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "options"),
+    [
+        ({}, "-c statement_timeout=15000"),
+        ({"DJANGO_DB_STATEMENT_TIMEOUT_MS": "0"}, "-c statement_timeout=0"),
+        ({"DJANGO_DB_STATEMENT_TIMEOUT_MS": "2500"}, "-c statement_timeout=2500"),
+        # Options already in DATABASE_URL are kept.
+        (
+            {"DATABASE_URL": "postgres://u:p@localhost:5432/db?options=-c%20search_path%3Dapp"},
+            "-c search_path=app -c statement_timeout=15000",
+        ),
+    ],
+)
+def test_statement_timeout_is_a_connection_option(change, options):
+    result = run(PRINT_DB_OPTIONS, {**PRODUCTION_ENV, **change})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == options
+
+
 @pytest.mark.parametrize(
     ("change", "variable"),
     [
@@ -83,6 +108,9 @@ def test_celery_broker_url_overrides_redis_url():
         ({"DATABASE_URL": ""}, "DATABASE_URL"),
         ({"DATABASE_URL": "sqlite:////tmp/prod.sqlite3"}, "DATABASE_URL"),
         ({"DJANGO_REQUEST_LOG": "loud"}, "DJANGO_REQUEST_LOG"),
+        ({"DJANGO_DB_STATEMENT_TIMEOUT_MS": "-1"}, "DJANGO_DB_STATEMENT_TIMEOUT_MS"),
+        ({"DJANGO_SEARCH_MAX_TERMS": "0"}, "DJANGO_SEARCH_MAX_TERMS"),
+        ({"DJANGO_SEARCH_MAX_TERM_LENGTH": "0"}, "DJANGO_SEARCH_MAX_TERM_LENGTH"),
     ],
 )
 def test_production_guard_stops_start_up_with_one_line(change, variable):

@@ -14,16 +14,23 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
+from psycopg2.errors import QueryCanceled
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from apps.core.context import get_request_id
-from apps.core.exceptions import DatabaseUnavailable, PayloadTooLarge
+from apps.core.exceptions import DatabaseUnavailable, PayloadTooLarge, QueryTimeout
 
 logger = logging.getLogger(__name__)
 
 # Seconds a client is asked to wait (Retry-After) when a dependency is down.
 RETRY_AFTER_SECONDS = 5
+
+
+def is_query_timeout(exc: BaseException) -> bool:
+    """True for Django's ``OperationalError`` wrapping psycopg2's ``QueryCanceled`` (SQLSTATE
+    57014): PostgreSQL stopped the statement (``statement_timeout``), the database is fine."""
+    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, QueryCanceled)
 
 
 def error_body(
@@ -75,6 +82,9 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound(*exc.args)
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)
+    elif is_query_timeout(exc):
+        logger.warning("database statement stopped (statement_timeout): %s", exc)
+        exc = QueryTimeout()
     elif isinstance(exc, OperationalError | InterfaceError):
         # The database is unreachable (restarting, failing over): a transient 503.
         logger.warning("database unavailable: %s", exc)
@@ -139,6 +149,12 @@ def database_unavailable(request: HttpRequest) -> JsonResponse:
     return response
 
 
+def query_timeout(request: HttpRequest) -> JsonResponse:
+    return error_response(
+        504, QueryTimeout.default_code, str(QueryTimeout.default_detail), request=request
+    )
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
     detail = f"CSRF verification failed: {reason}"
     return error_response(403, "csrf_failed", detail, request=request)
@@ -154,4 +170,6 @@ __all__ = [
     "handler403",
     "handler404",
     "handler500",
+    "is_query_timeout",
+    "query_timeout",
 ]

@@ -20,3 +20,13 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     default_detail = "The database is unavailable; try again shortly."
     default_code = "database_unavailable"
+
+
+class QueryTimeout(exceptions.APIException):
+    """A database statement ran past ``DJANGO_DB_STATEMENT_TIMEOUT_MS`` and PostgreSQL stopped
+    it: 504, as nginx answers a request that outlives its read timeout. Retrying the same
+    request is unlikely to help; a narrower one (fewer search terms, a filter) may."""
+
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+    default_detail = "The request took too long and was stopped; try a narrower one."
+    default_code = "query_timeout"

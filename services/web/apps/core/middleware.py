@@ -84,7 +84,8 @@ class HealthCheckMiddleware:
 
 class DatabaseUnavailableMiddleware:
     """Outside DRF views (admin, plain Django views), answer a lost database with the same JSON
-    503 and Retry-After as the API does, not a 500: the outage is transient."""
+    503 and Retry-After as the API does, not a 500: the outage is transient. A statement that
+    PostgreSQL stopped at ``statement_timeout`` answers the API's JSON 504 ``query_timeout``."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -93,9 +94,12 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, OperationalError | InterfaceError):
-            from apps.core.errors import database_unavailable
+        from apps.core.errors import database_unavailable, is_query_timeout, query_timeout
 
+        if is_query_timeout(exception):
+            logger.warning("database statement stopped (statement_timeout): %s", exception)
+            return query_timeout(request)
+        if isinstance(exception, OperationalError | InterfaceError):
             logger.warning("database unavailable: %s", exception)
             return database_unavailable(request)
         return None

@@ -1,9 +1,9 @@
 """OpenAPI post-processing: document the errors every operation can answer.
 
 drf-spectacular lists only the success response. The API (and nginx in front of it) can also
-answer 400 (bad input), 401/403 (auth), 404, 405, 413 (body too large), 415, 429 (throttled)
-and 503 (database or queue unavailable), always in the error shape. Clients and the fuzz suite
-(tests/fuzz) rely on the schema saying so.
+answer 400 (bad input), 401/403 (auth), 404, 405, 413 (body too large), 415, 429 (throttled),
+503 (database or queue unavailable) and 504 (a statement over its time limit), always in the
+error shape. Clients and the fuzz suite (tests/fuzz) rely on the schema saying so.
 
 The schema also states the strict input rules of ``apps.core.validation``: request bodies
 accept no other keys (``additionalProperties: false``) and text query parameters exclude NUL.
@@ -21,6 +21,7 @@ ERROR_STATUSES = {
     "415": "Unsupported media type.",
     "429": "Throttled; retry after the Retry-After header's seconds.",
     "503": "A dependency (database, task queue) is unavailable; retry shortly.",
+    "504": "The request took too long and was stopped (a database statement over its limit).",
 }
 
 ERROR_SCHEMA = {

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 EXPORT_DIR = "exports"
 CSV_COLUMNS = ["id", "title", "body", "created_at", "updated_at"]
 _CHUNK_SIZE = 2000
+# What the owner of an export that failed unexpectedly reads in its `error`.
+WRITE_FAILED = "The export could not be written because of an internal error; request a new one."
 
 
 class QueueUnavailableError(Exception):
@@ -199,9 +201,11 @@ def run_export(export_id) -> Export | None:
             count = _write_file(export)
     except SoftTimeLimitExceeded:
         return _fail(export, f"time limit of {settings.EXPORT_TASK_TIME_LIMIT} s exceeded")
-    except Exception as exc:
+    except Exception:
+        # The exception (paths, database details) goes to the log, with the export's id;
+        # the owner sees a generic reason.
         logger.exception("export %s failed", export.pk)
-        return _fail(export, f"{type(exc).__name__}: {exc}")
+        return _fail(export, WRITE_FAILED)
     Export.objects.filter(pk=export.pk).update(
         status=Export.Status.DONE,
         file=export.relative_path,

@@ -1,19 +1,43 @@
 import django_filters
 from django import forms
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import filters
+from rest_framework.exceptions import ValidationError
 
 from apps.core.validation import parse_positive_int, text_param
 from apps.posts.models import Post
 
 
 class SearchFilter(filters.SearchFilter):
-    """DRF's search (``?search=``), refusing NUL characters with a 400: PostgreSQL cannot
-    compare them, and the schema's pattern excludes them."""
+    """DRF's search (``?search=``), split as DRF splits it (whitespace and commas; a quoted
+    phrase is one term), with bounded work: every term adds a pattern match on each searched
+    field of every row, so more than ``DJANGO_SEARCH_MAX_TERMS`` terms, or a term longer than
+    ``DJANGO_SEARCH_MAX_TERM_LENGTH`` characters, is a 400 naming the limit. NUL characters are
+    a 400 too: PostgreSQL cannot compare them, and the schema's pattern excludes them."""
+
+    @property
+    def search_description(self):
+        return (
+            "Words or quoted phrases found in the title or body, separated by spaces or "
+            f"commas: at most {settings.SEARCH_MAX_TERMS} terms of at most "
+            f"{settings.SEARCH_MAX_TERM_LENGTH} characters each (more is a 400)."
+        )
 
     def get_search_terms(self, request):
         text_param(request, self.search_param)
-        return super().get_search_terms(request)
+        # An empty quoted phrase ("") narrows nothing: not a term.
+        terms = [term for term in super().get_search_terms(request) if term]
+        max_terms, max_length = settings.SEARCH_MAX_TERMS, settings.SEARCH_MAX_TERM_LENGTH
+        if len(terms) > max_terms:
+            self._refuse(f"At most {max_terms} search terms are allowed, not {len(terms)}.")
+        longest = max(map(len, terms), default=0)
+        if longest > max_length:
+            self._refuse(f"A search term may have at most {max_length} characters, not {longest}.")
+        return terms
+
+    def _refuse(self, message: str):
+        raise ValidationError({self.search_param: [message]})
 
 
 MAX_ID = 2**63 - 1  # PostgreSQL bigint

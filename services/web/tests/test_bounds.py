@@ -1,0 +1,234 @@
+"""Bounded work per request: the search's terms are capped in number and length (a 400 naming
+the limit), and every web database session has a statement_timeout; a statement that hits it
+answers JSON 504 ``query_timeout``, never a 500."""
+
+import copy
+import os
+
+import pytest
+from django.db import connection
+from django.http import JsonResponse
+from django.test import Client
+from django.urls import path
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.urls import urlpatterns as real_urlpatterns
+from tests.factories import PostFactory
+from tests.test_settings import run
+
+POSTS = "/api/posts/"
+
+# --- Search terms ------------------------------------------------------------------------------
+
+
+def search(client, text):
+    return client.get(POSTS, {"search": text})
+
+
+def assert_search_refused(response, *words: str) -> None:
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    message = error["fields"]["search"][0]
+    assert error["detail"] == f"search: {message}"
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.django_db
+def test_the_default_limits_are_5_terms_of_64_characters(settings):
+    assert (settings.SEARCH_MAX_TERMS, settings.SEARCH_MAX_TERM_LENGTH) == (5, 64)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("one two three four five six", 6),
+        ("one,two,three,four,five,six", 6),
+        ("one, two ,three\tfour\nfive,,six seven", 7),
+        ('"one two" three four five six seven', 6),
+        ("a," * 200, 200),
+    ],
+    ids=["spaces", "commas", "mixed", "phrase", "200"],
+)
+def test_more_terms_than_the_limit_is_400_naming_it(api_client, text, count):
+    PostFactory(title="one two three four five six seven")
+    assert_search_refused(search(api_client, text), "5 search terms", str(count))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "text",
+    [
+        "alpha beta gamma delta epsilon",
+        "alpha,beta,gamma,delta,epsilon",
+        " alpha , beta,,gamma\tdelta epsilon, ",
+        '"alpha beta gamma delta epsilon zeta" gamma delta',  # a quoted phrase is one term
+        'alpha "" beta gamma "" delta epsilon',  # an empty phrase is no term
+    ],
+    ids=["spaces", "commas", "mixed", "phrase", "empty-phrase"],
+)
+def test_terms_up_to_the_limit_search_as_drf_does(api_client, text):
+    wanted = PostFactory(title="alpha beta gamma", body="alpha beta gamma delta epsilon zeta")
+    PostFactory(title="alpha beta gamma", body="delta only")  # lacks epsilon: every term counts
+    response = search(api_client, text)
+    assert response.status_code == 200, response.content
+    assert [row["id"] for row in response.json()["results"]] == [wanted.id]
+
+
+@pytest.mark.django_db
+def test_a_term_of_the_limits_length_is_searched(api_client):
+    term = "x" * 63 + "y"
+    wanted = PostFactory(title=f"before {term} after")
+    PostFactory(title="x" * 63 + "z")
+    response = search(api_client, term)
+    assert response.status_code == 200, response.content
+    assert [row["id"] for row in response.json()["results"]] == [wanted.id]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("text", "length"),
+    [
+        ("x" * 65, 65),
+        ("short " + "y" * 1000, 1000),
+        ('"' + "a phrase " * 8 + '"', len("a phrase " * 8)),  # one quoted term of 72
+        ("ok," + "é" * 65, 65),  # characters, not bytes
+    ],
+    ids=["65", "1000", "phrase", "non-ascii"],
+)
+def test_a_term_longer_than_the_limit_is_400_naming_it(api_client, text, length):
+    assert_search_refused(search(api_client, text), "64 characters", str(length))
+
+
+@pytest.mark.django_db
+def test_the_limits_come_from_the_settings(api_client, settings):
+    settings.SEARCH_MAX_TERMS = 2
+    settings.SEARCH_MAX_TERM_LENGTH = 3
+    PostFactory(title="abc def")
+    assert search(api_client, "abc def").json()["count"] == 1
+    assert_search_refused(search(api_client, "abc def ghi"), "2 search terms", "3")
+    assert_search_refused(search(api_client, "abcd"), "3 characters", "4")
+
+
+@pytest.mark.django_db
+def test_an_empty_search_is_no_search(api_client):
+    PostFactory.create_batch(2)
+    for text in ["", " ", ",,,", " , "]:
+        response = search(api_client, text)
+        assert response.status_code == 200, (text, response.content)
+        assert response.json()["count"] == 2
+
+
+@pytest.mark.django_db
+def test_schema_states_the_search_limits(api_client):
+    schema = api_client.get("/api/schema/", {"format": "json"}).json()
+    params = {p["name"]: p for p in schema["paths"][POSTS]["get"]["parameters"]}
+    description = params["search"]["description"]
+    assert "at most 5 terms" in description
+    assert "at most 64 characters" in description
+
+
+# --- statement_timeout -------------------------------------------------------------------------
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="statement_timeout: PostgreSQL's"
+)
+SLEEP_SECONDS = 5  # far above the lowered timeout: without it the request answers 200, slowly
+STATEMENT_TIMEOUT_SQL = "SELECT setting, source FROM pg_settings WHERE name = 'statement_timeout'"
+
+
+def _sleep() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [SLEEP_SECONDS])
+
+
+class SleepView(APIView):
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        _sleep()
+        return Response({"slept": SLEEP_SECONDS})
+
+
+def plain_sleep(request):
+    _sleep()
+    return JsonResponse({"slept": SLEEP_SECONDS})
+
+
+urlpatterns = [
+    *real_urlpatterns,
+    path("sleep/api/", SleepView.as_view()),
+    path("sleep/plain/", plain_sleep),
+]
+
+
+@postgres_only
+@pytest.mark.django_db
+def test_a_web_session_has_the_settings_statement_timeout(settings):
+    assert settings.DB_STATEMENT_TIMEOUT_MS == 15_000  # nothing set in the test environment
+    with connection.cursor() as cursor:
+        cursor.execute(STATEMENT_TIMEOUT_SQL)
+        setting, source = cursor.fetchone()
+    assert setting == str(settings.DB_STATEMENT_TIMEOUT_MS)
+    assert source == "client"  # from the connection's options, not the server's config
+
+
+@postgres_only
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", ["1234", "0"])
+def test_the_variable_sets_the_session_timeout_in_a_fresh_process(value):
+    """As a container starts: DJANGO_DB_STATEMENT_TIMEOUT_MS (0 for migrate, worker and beat)
+    read by the settings and applied by PostgreSQL to the session."""
+    code = (
+        "import django; django.setup(); from django.db import connection; "
+        "cursor = connection.cursor(); "
+        f'cursor.execute("{STATEMENT_TIMEOUT_SQL}"); print(*cursor.fetchone())'
+    )
+    env = {
+        "DJANGO_DEBUG": "1",
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "DJANGO_DB_STATEMENT_TIMEOUT_MS": value,
+    }
+    result = run(code, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [value, "client"]
+
+
+@pytest.fixture
+def lowered_statement_timeout(transactional_db):
+    """Reconnect with statement_timeout 300 ms, set as the settings set it (libpq options);
+    afterwards reconnect with the settings as they were."""
+    saved = copy.deepcopy(connection.settings_dict)
+    connection.close()
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    options["options"] = "-c statement_timeout=300"
+    yield 300
+    connection.close()
+    connection.settings_dict.clear()
+    connection.settings_dict.update(saved)
+
+
+@postgres_only
+@pytest.mark.urls("tests.test_bounds")
+@pytest.mark.parametrize("url", ["/sleep/api/", "/sleep/plain/"])
+def test_a_statement_over_the_timeout_answers_json_504(lowered_statement_timeout, url, caplog):
+    with connection.cursor() as cursor:
+        cursor.execute(STATEMENT_TIMEOUT_SQL)
+        assert cursor.fetchone()[0] == str(lowered_statement_timeout)
+    client = Client(raise_request_exception=False)
+    response = client.get(url)
+    assert response.status_code == 504, response.content
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "query_timeout"
+    assert error["status"] == 504
+    assert error["request_id"] == response["X-Request-ID"]
+    assert "statement" not in error["detail"]  # PostgreSQL's own text stays in the log
+    assert "Retry-After" not in response  # the same request would be stopped again
+    assert "canceling statement due to statement timeout" in caplog.text
+    # The database was fine all along: the same connection answers the next request.
+    assert client.get(POSTS).status_code == 200

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Zero-downtime deploys of the running prod stack (docs/deploy-single-vm.md), run by make:
 #   scripts/deploy.sh deploy     build images tagged with the git commit, back up, migrate, then
-#                                replace web one container at a time (the new one healthy and in
-#                                nginx before the old one stops), the worker the same way (warm
-#                                shutdown: running tasks finish), beat, and the backup service
+#                                replace web one container at a time (the new one healthy before
+#                                nginx sees it, and in nginx before the old one stops), the worker
+#                                the same way (warm shutdown: running tasks finish), beat, nginx
+#                                when its image changed (new connections held, not refused), and
+#                                the backup service
 #   scripts/deploy.sh rollback   the same rolling replacement back to the previous tag (no build,
 #                                no migration: migrations must be expand/contract, see the docs)
 # Tags: the git commit (`git rev-parse --short HEAD`, plus -dirty-<time> for uncommitted trees;
@@ -110,6 +112,58 @@ stop_grace() { # the service's stop_grace_period in seconds
 	esac
 }
 
+# ---- a new web container is kept off nginx's networks until it is healthy -----------------------
+# nginx finds web containers by name in Docker's DNS on the networks they share (upstream-watch),
+# whether they are healthy or not: a new container that starts, accepts connections and then
+# dies (a broken release) would fail the requests nginx sent it. So it is created without
+# starting, taken off those networks, started, and joins them (with the same aliases) only once
+# its health check passes. A release that never gets healthy is never seen by nginx.
+hidden=() # "NETWORK ALIAS..." per network start_hidden left
+
+networks_of() { docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{println $k}}{{end}}' "$1" | sed '/^$/d' | sort; }
+
+start_hidden() { # start_hidden CONTAINER
+	local cid=$1 nginx net aliases
+	nginx=$(prod_compose ps -q nginx | head -n1)
+	hidden=()
+	for net in $(comm -12 <(networks_of "$nginx") <(networks_of "$cid")); do
+		aliases=$(docker inspect -f "{{range (index .NetworkSettings.Networks \"$net\").Aliases}}{{println .}}{{end}}" "$cid" \
+			| grep -vx -e '' -e "${cid:0:12}" | tr '\n' ' ')
+		hidden+=("$net $aliases")
+		docker network disconnect "$net" "$cid"
+	done
+	docker start "$cid" >/dev/null
+}
+
+reveal() { # reveal CONTAINER: joins the networks start_hidden left
+	local entry alias
+	local -a args
+	for entry in "${hidden[@]}"; do
+		args=()
+		for alias in ${entry#* }; do args+=(--alias "$alias"); done
+		docker network connect "${args[@]}" "${entry%% *}" "$1"
+	done
+	hidden=()
+}
+
+# Until a new container's health check passes. Fails at once when its process exits (Docker
+# restarts it: a broken release), else after HEALTH_TIMEOUT.
+wait_new_healthy() { # wait_new_healthy SERVICE CONTAINER
+	local svc=$1 cid=$2 deadline=$((SECONDS + HEALTH_TIMEOUT)) status restarts health code
+	while :; do
+		read -r status restarts code health < <(docker inspect \
+			-f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}} {{with .State.Health}}{{.Status}}{{end}}' "$cid") \
+			|| die "the new $svc container ${cid:0:12} is gone"
+		[ "$health" != healthy ] || return 0
+		[ "$status" = running ] \
+			|| die "the new $svc container ${cid:0:12} exited while starting (exit code $code); see: docker logs ${cid:0:12}"
+		[ "$restarts" = 0 ] \
+			|| die "the new $svc container ${cid:0:12} exited while starting (Docker restarted it $restarts times); see: docker logs ${cid:0:12}"
+		[ "$SECONDS" -lt "$deadline" ] || die "the new $svc container ${cid:0:12} is not healthy after ${HEALTH_TIMEOUT}s; see: docker logs ${cid:0:12}"
+		sleep 1
+	done
+}
+
 # One container at a time: add a new one (TAG), wait until it is healthy (and, for web, routed
 # by nginx), then stop the old one gracefully and remove it.
 rolling_replace() { # rolling_replace SERVICE
@@ -118,18 +172,25 @@ rolling_replace() { # rolling_replace SERVICE
 	mapfile -t olds < <(prod_compose ps -q "$svc")
 	[ "${#olds[@]}" -gt 0 ] || die "no running $svc container to replace"
 	for old in "${olds[@]}"; do
-		before=$(prod_compose ps -q "$svc" | sort)
-		count=$(wc -l <<<"$before")
+		before=$(prod_compose ps -aq "$svc" | sort)
+		count=$(prod_compose ps -q "$svc" | wc -l)
 		since=$(date -u +%Y-%m-%dT%H:%M:%S)
 		say "$svc: starting a new container ($tag_override) beside ${old:0:12}"
-		prod_compose up -d --no-deps --no-recreate --scale "$svc=$((count + 1))" "$svc" 2>&1 | grep -v '^ *Container .* Running$' || true
-		after=$(prod_compose ps -q "$svc" | sort)
+		prod_compose up --no-start --no-deps --no-recreate --scale "$svc=$((count + 1))" "$svc" 2>&1 \
+			| grep -v '^ *Container .* \(Running\|Creating\|Created\)$' || true
+		after=$(prod_compose ps -aq "$svc" | sort)
 		new=$(comm -13 <(echo "$before") <(echo "$after") | head -n1)
 		[ -n "$new" ] || die "$svc: no new container appeared"
 		unfinished=$new
-		wait_healthy "$HEALTH_TIMEOUT" "$new"
+		if [ "$svc" = web ]; then
+			start_hidden "$new"
+		else
+			docker start "$new" >/dev/null
+		fi
+		wait_new_healthy "$svc" "$new"
 		say "$svc: ${new:0:12} is healthy"
 		if [ "$svc" = web ]; then
+			reveal "$new"
 			wait_nginx_routes_to "$new" "$since"
 			say "$svc: nginx routes to ${new:0:12}"
 		fi
@@ -166,14 +227,139 @@ running_image_id() {
 	image_id "$image"
 }
 
-# nginx owns the published ports: replacing it drops connections for a moment, so only when
-# its image really changed (nginx config or static files).
+# ---- nginx: replaced without refusing a connection ----------------------------------------------
+# Docker lets only one container publish a host port, so the new nginx can start only after the
+# old one stopped; a client connecting in that gap would be refused. So, in order: a throwaway
+# container of the new image (no published ports) must answer; the new container is created;
+# new connections are held: the kernel drops their SYNs to nginx's published ports (raw table:
+# before Docker's NAT and docker-proxy), and the clients' TCP stacks send them again after 1 s,
+# 3 s, ...; the old nginx stops gracefully (SIGQUIT: requests in progress finish); the new one
+# starts on the same ports; the hold ends as soon as it answers, and the resent SYNs reach it.
+# Should the new one not answer, the old one is started again.
+HOLD_RULES=() # "TOOL PORT [ADDRESS]" per rule in place, removed by release_connections
+HOLD_COMMENT="drs-deploy-hold-$$"
+
+published_ports() { # published_ports CONTAINER: one "HOST_IP HOST_PORT" line per binding
+	docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}} {{.HostPort}}{{println}}{{end}}{{end}}' "$1"
+}
+
+hold_rule() { # hold_rule -I|-D TOOL PORT [ADDRESS]: SYNs to this host's PORT (at ADDRESS) dropped
+	local op=$1 tool=$2 port=$3 address=${4:-}
+	local -a dest=(-m addrtype --dst-type LOCAL)
+	[ -z "$address" ] || dest=(-d "$address")
+	"$tool" -w -t raw "$op" PREROUTING -p tcp --syn "${dest[@]}" --dport "$port" \
+		-m comment --comment "$HOLD_COMMENT" -j DROP
+}
+
+hold_connections() { # hold_connections CONTAINER: fails when no IPv4 rule could be added
+	local ip port tool address
+	while read -r ip port; do
+		[ -n "$port" ] || continue
+		case "$ip" in
+			*:*) tool=ip6tables address=$ip; [ "$ip" != "::" ] || address='' ;;
+			*) tool=iptables address=$ip; [ "$ip" != 0.0.0.0 ] || address='' ;;
+		esac
+		if hold_rule -I "$tool" "$port" "$address"; then
+			HOLD_RULES+=("$tool $port $address")
+		elif [ "$tool" = iptables ]; then
+			return 1
+		else
+			say "warning: cannot hold IPv6 connections to port $port: they are refused for a moment"
+		fi
+	done < <(published_ports "$1")
+	[ "${#HOLD_RULES[@]}" -gt 0 ]
+}
+
+release_connections() {
+	local rule
+	for rule in "${HOLD_RULES[@]}"; do
+		# shellcheck disable=SC2086 # "TOOL PORT [ADDRESS]": words on purpose
+		hold_rule -D $rule || say "warning: could not remove the firewall rule '$rule' ($HOLD_COMMENT); remove it by hand"
+	done
+	HOLD_RULES=()
+}
+
+# An empty HTTP_PORT/HTTPS_PORT in the env file lets Docker pick a free port (the tests): the
+# new nginx keeps the ports the running one got, so clients find it where they were.
+keep_chosen_ports() { # keep_chosen_ports CONTAINER
+	local pair var port
+	for pair in HTTP_PORT:8080 HTTPS_PORT:8443; do
+		var=${pair%%:*}
+		grep -qx "$var=" "$PROD_ENV" || continue
+		port=$(docker inspect -f "{{with index .NetworkSettings.Ports \"${pair#*:}/tcp\"}}{{(index . 0).HostPort}}{{end}}" "$1")
+		[ -z "$port" ] || export "$var=$port"
+	done
+}
+
+nginx_answers() { docker exec "$1" docker-healthcheck >/dev/null 2>&1; }
+
+wait_nginx_answers() { # wait_nginx_answers CONTAINER TIMEOUT: polled every 0.2 s
+	local deadline=$((SECONDS + $2))
+	until nginx_answers "$1"; do
+		[ "$SECONDS" -lt "$deadline" ] || return 1
+		sleep 0.2
+	done
+}
+
+# A container of the new nginx image, beside the running one (no published ports), must answer.
+check_new_nginx() {
+	local cid
+	cid=$(prod_compose run -d --rm --no-deps nginx) || die "nginx: the new image ($tag_override) does not start; nginx was not replaced"
+	unfinished=$cid
+	wait_nginx_answers "$cid" "$HEALTH_TIMEOUT" \
+		|| die "nginx: the new image ($tag_override) does not answer within ${HEALTH_TIMEOUT}s; nginx was not replaced"
+	docker rm -f "$cid" >/dev/null
+	unfinished=
+	say "nginx: the new image answers (checked in ${cid:0:12}, removed)"
+}
+
+replace_nginx() {
+	local old new before after held
+	old=$(prod_compose ps -q nginx | head -n1)
+	check_new_nginx
+	keep_chosen_ports "$old"
+	# Created now, started once the old one has stopped (the ports are the old one's until then).
+	before=$(prod_compose ps -aq nginx | sort)
+	prod_compose up --no-start --no-deps --no-recreate --scale nginx=2 nginx 2>&1 \
+		| grep -v '^ *Container .* \(Running\|Creating\|Created\)$' || true
+	after=$(prod_compose ps -aq nginx | sort)
+	new=$(comm -13 <(echo "$before") <(echo "$after") | head -n1)
+	[ -n "$new" ] || die "nginx: no new container was created"
+	unfinished=$new
+	held=$(date +%s%N)
+	local outcome="new connections were held for"
+	if hold_connections "$old"; then
+		say "nginx: holding new connections (SYNs dropped, clients resend them) while it is replaced"
+		sleep 0.5 # connections accepted just before the hold reach the old nginx
+	else
+		release_connections
+		say "warning: cannot hold new connections (needs root and iptables): they are refused until the new nginx is up"
+		outcome="new connections were refused for"
+	fi
+	say "nginx: stopping ${old:0:12} (SIGQUIT: requests in progress finish; up to 10s), starting ${new:0:12}"
+	docker stop -t 10 "$old" >/dev/null
+	if ! docker start "$new" >/dev/null || ! wait_nginx_answers "$new" 30; then
+		docker logs --tail 5 "$new" 2>&1 | sed 's/^/  log: /' || true
+		docker rm -f "$new" >/dev/null 2>&1 || true
+		unfinished=
+		docker start "$old" >/dev/null && wait_nginx_answers "$old" 30 || true
+		release_connections
+		die "nginx: the new container ${new:0:12} did not answer; the old one ${old:0:12} was started again"
+	fi
+	release_connections
+	unfinished=
+	say "nginx: ${new:0:12} answers; $outcome $((($(date +%s%N) - held) / 1000000)) ms"
+	docker rm "$old" >/dev/null
+	wait_healthy "$HEALTH_TIMEOUT" "$new"
+}
+
+# nginx is replaced only when its image really changed (nginx config or static files).
 maybe_replace_nginx() {
 	if [ "$(image_id "drs/nginx:$tag_override")" = "$(running_image_id nginx)" ]; then
 		say "nginx: image unchanged, kept running"
 	else
-		say "nginx: image changed (config or static files): recreating it; connections are refused for ~1-2 s"
-		recreate nginx
+		say "nginx: image changed (config or static files): replacing it"
+		replace_nginx
 	fi
 }
 
@@ -230,17 +416,22 @@ cmd_rollback() {
 	say "rolled back to $to in $((SECONDS - start))s"
 }
 
-# A failed deploy leaves the old containers serving: the new one that did not make it goes.
+# A failed deploy leaves the old containers serving: the new one that did not make it goes
+# (its last health check and log lines are shown first), and no connection stays held.
 unfinished=''
-remove_unfinished() {
-	if [ -n "$unfinished" ]; then
-		say "removing the new container ${unfinished:0:12} that did not become ready; the old one still serves"
-		docker rm -f "$unfinished" >/dev/null 2>&1 || true
-	fi
+on_exit() {
+	release_connections
+	[ -n "$unfinished" ] || return 0
+	say "the new container ${unfinished:0:12} did not become ready; its last health check and log lines:"
+	docker inspect -f '{{with .State.Health}}{{range .Log}}{{printf "  health: exit %d %q" .ExitCode .Output}}{{println}}{{end}}{{end}}' \
+		"$unfinished" 2>/dev/null | sed '/^$/d' | tail -n 1 || true
+	docker logs --tail 12 "$unfinished" 2>&1 | sed 's/^/  log: /' || true
+	say "removing ${unfinished:0:12}; the old containers still serve ($(current_tag))"
+	docker rm -f "$unfinished" >/dev/null 2>&1 || true
 }
 
 main() {
-	trap remove_unfinished EXIT
+	trap on_exit EXIT
 	require_env_file
 	case "${1:-}" in
 		deploy) cmd_deploy ;;

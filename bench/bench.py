@@ -52,6 +52,9 @@ BUILD = _env_int("BENCH_BUILD", 1, 0) == 1
 DRAIN_SETUP_MAX = _env_int("BENCH_DRAIN_MAX", 60, 5)
 DRAIN_RUN_MAX = _env_int("BENCH_DRAIN_RUN_MAX", 5, 1)
 DRAIN_THRESHOLD = 200
+# BENCH_QUICK: how long the one rerun of a run that completed no request lasts (a generous hang
+# guard: on a machine loaded by other work, single requests have taken over 5 s).
+QUICK_SLOW_RERUN_S = 15
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "32,64").split(",")]
 OUT = Path(os.environ.get("BENCH_OUT") or ROOT / (".cache/bench-results" if QUICK else "bench/results"))
 HOST = "localhost"
@@ -203,7 +206,8 @@ class Stack:
 
     def manage_shell(self, code: str, timeout: float = 600) -> str:
         return self.compose(
-            "exec", "-T", "web", "python", "manage.py", "shell", "-c", code, timeout=timeout
+            "exec", "-T", "-e", "DJANGO_DB_STATEMENT_TIMEOUT_MS=0", "web",
+            "python", "manage.py", "shell", "-c", code, timeout=timeout
         ).stdout.strip()
 
     def down(self) -> None:
@@ -217,6 +221,17 @@ def http_ok(url: str) -> bool:
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+def wait_answered(url: str, limit: float) -> None:
+    """One request, allowed `limit` seconds to wait its turn behind queued ones (a hang guard)."""
+    request = urllib.request.Request(url, headers={"Host": HOST})
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=limit):
+            log(f"  {url} answered after {time.monotonic() - start:.1f}s")
+    except (urllib.error.URLError, OSError) as exc:
+        log(f"  {url} not answered within {limit:.0f}s: {exc}")
 
 
 def wait_http(url: str, what: str, limit: float = 90) -> float:
@@ -394,8 +409,10 @@ def wrk(
         "BENCH_ID_MAX": str(data["id_max"]),
     }
     target = url + (path if mode == "static" and path else "/")
+    # BENCH_QUICK: wrk also counts responses by status, for quick_check().
+    count = ["-e", "BENCH_COUNT_STATUS=1"] if QUICK else []
     result = stack.compose(
-        "run", "--rm", "--no-deps", "-T", "wrk",
+        "run", "--rm", "--no-deps", "-T", *count, "wrk",
         "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", "/bench/report.lua", target,
         env=env,
         timeout=seconds + 60,
@@ -442,6 +459,14 @@ def run_setup(stack: Stack, key: str, data: dict, results: list, round_no: int) 
         for connections in CONNECTIONS:
             drain = drain_time_wait(DRAIN_RUN_MAX, urls["containers"])
             row = wrk(stack, TARGETS[target], mode, path, connections, DURATION, data)
+            if QUICK and not row["requests"]:
+                # Nothing completed within DURATION says only that the machine is slow (speed
+                # is never the quick check's business). Once web has worked through what the
+                # run left queued, once more with 2 connections (wrk's least for 2 threads).
+                log(f"  {name} c={connections}: no request completed in {DURATION}s; once more")
+                wait_answered(urls["nginx"] + "/healthz", QUICK_SLOW_RERUN_S * 8)
+                row = wrk(stack, TARGETS[target], mode, path, 2, QUICK_SLOW_RERUN_S, data)
+                row["slow_rerun_connections"] = 2
             row.update(setup=key, scenario=name, connections=connections, round=round_no, **drain)
             results.append(row)
             errors = row["connect_errors"] + row["read_errors"] + row["write_errors"] + row["timeouts"]
@@ -636,6 +661,39 @@ def builds(env_file: Path) -> dict:
     images = [f"drs/{name}:{tag}" for name in ("web", "worker", "nginx", "redis", "postgres")]
     run(["docker", "image", "rm", *images], check=False)
     return {"cold_build_s": round(cold, 1), "rebuild_one_line_s": round(rebuild, 1)}
+
+
+# ---- BENCH_QUICK: the harness works ---------------------------------------------------------------
+def quick_check(results: list, worker: dict) -> list[str]:
+    """What makes a quick run (BENCH_QUICK=1) fail: every wrk run was answered with 2xx and
+    nothing else (no 3xx, 4xx or 5xx), with no connect or write error and no read error beyond
+    those wrk counts for a server closing the connection to end a complete response (runserver's
+    `Connection: close`); every export finished. Never speed: wrk's "timeouts" count responses
+    slower than --timeout that still arrived (reported, not failed)."""
+    problems = []
+    for r in results:
+        run = f"{r['setup']} {r['scenario']} c={r['connections']} round {r['round']}"
+        if "status_2xx" not in r:
+            problems.append(f"{run}: wrk reported no status counts (BENCH_COUNT_STATUS)")
+            continue
+        if r["status_2xx"] == 0:
+            problems.append(f"{run}: no 2xx response")
+        if r["status_other"] or r["non2xx"]:
+            problems.append(f"{run}: {r['status_other']} responses not 2xx ({r['non2xx']} over 399)")
+        if r["connect_errors"] or r["write_errors"]:
+            problems.append(f"{run}: {r['connect_errors']} connect, {r['write_errors']} write errors")
+        if r["read_errors"] > r["closed"]:
+            problems.append(
+                f"{run}: {r['read_errors']} read errors, {r['closed']} connections closed by the server"
+            )
+    if not results:
+        problems.append("no wrk run")
+    if worker.get("small_failed") != 0 or worker.get("big_status") != "done" or not worker.get("big_rows"):
+        problems.append(
+            f"exports: {worker.get('small_failed')} small ones failed; the big one "
+            f"{worker.get('big_status')} with {worker.get('big_rows')} rows"
+        )
+    return problems
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -942,10 +1000,12 @@ def main() -> int:
         data["builds"] = builds(make_env_file())
         (ROOT / ".cache" / "bench" / f"{PROJECT}.env").unlink(missing_ok=True)
     empty = [f"{r['setup']} {r['scenario']} c={r['connections']}" for r in results if not r["requests"]]
-    if empty:
+    if empty and not QUICK:  # quick_check() reports them, after the results are written
         fail(f"wrk completed no request in: {', '.join(empty)}")
     data["summary"] = aggregate(results)
     data["targets"] = targets(data["summary"], data)
+    if QUICK:
+        data["quick_check"] = quick_check(results, data.get("worker", {}))
     (out / "results.json").write_text(json.dumps(data, indent=1))
     text = report(out, data)
     charts(out, data["summary"])
@@ -957,6 +1017,10 @@ def main() -> int:
         )
     print()
     print(text)
+    if QUICK:
+        if data["quick_check"]:
+            fail("the harness check (BENCH_QUICK) failed:\n  " + "\n  ".join(data["quick_check"]))
+        log(f"harness check passed: {len(results)} wrk runs, each answered 2xx only")
     log(f"done: {out}")
     return 0
 

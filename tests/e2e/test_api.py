@@ -69,7 +69,7 @@ def wait_for_export(user, export_id: str, timeout: float = 30) -> dict:
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_export_runs_on_the_worker_and_downloads_through_nginx(make_user, fmt):
     alice, bob = make_user("alice"), make_user("bob")
-    titles = [f"Post {i}, with \"quotes\" and commas" for i in range(25)]
+    titles = [f'Post {i}, with "quotes" and commas' for i in range(25)]
     for i, title in enumerate(titles):
         r = alice.post("/api/posts/", json={"title": title, "body": f"body {i}\nline two"})
         assert r.status_code == 201
@@ -89,9 +89,7 @@ def test_export_runs_on_the_worker_and_downloads_through_nginx(make_user, fmt):
     assert bob.get(f"/api/exports/{export['id']}/").status_code == 404
     assert bob.get(f"/api/exports/{export['id']}/download/").status_code == 404
 
-    r = alice.get(
-        f"/api/exports/{export['id']}/download/", headers={"Accept-Encoding": "identity"}
-    )
+    r = alice.get(f"/api/exports/{export['id']}/download/", headers={"Accept-Encoding": "identity"})
     assert r.status_code == 200
     assert "attachment" in r.headers["Content-Disposition"]
     # Streamed by nginx from the media volume (X-Accel-Redirect): nginx's static-file
@@ -111,8 +109,14 @@ def test_export_runs_on_the_worker_and_downloads_through_nginx(make_user, fmt):
 
 
 def test_protected_media_is_not_reachable_directly(make_user):
+    """The finished file exists and its owner downloads it (nginx serves it from the internal
+    location by X-Accel-Redirect); the same file at the internal location's URL is a 404."""
     alice = make_user("alice")
-    export = alice.post("/api/exports/", json={"format": "csv"}).json()
-    wait_for_export(alice, export["id"])
+    r = alice.post("/api/exports/", json={"format": "csv"})
+    assert r.status_code == 202, r.text
+    export = wait_for_export(alice, r.json()["id"])
+    assert export["status"] == "done", export
+    download = alice.get(f"/api/exports/{export['id']}/download/")
+    assert download.status_code == 200 and download.content, download.status_code
     r = alice.get(f"/_protected/media/exports/{export['id']}.csv")
     assert r.status_code == 404

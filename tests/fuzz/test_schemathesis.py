@@ -2,6 +2,7 @@
 status codes and response schemas, negative data rejection, ignored auth), bounded examples."""
 
 import os
+import re
 import subprocess
 import sys
 from urllib.parse import urlsplit
@@ -26,3 +27,10 @@ def test_schemathesis_finds_no_failures(base_url, make_user):
         cmd += ["--tls-verify", CA_BUNDLE]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-12000:] + done.stderr[-2000:]
+    # It exercised something: every operation of the schema, with the token accepted.
+    selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", done.stdout)
+    assert selected, done.stdout[-3000:]
+    chosen, total, tested = map(int, selected.groups())
+    assert total > 0 and chosen == total and tested == total, selected.group(0)
+    assert int(re.search(r"(\d+) generated", done.stdout).group(1)) > 0, done.stdout[-3000:]
+    assert "Authentication failed" not in done.stdout, done.stdout[-3000:]

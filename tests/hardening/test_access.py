@@ -55,28 +55,39 @@ def test_postgres_uses_scram_sha_256(stack):
     assert out == ["scram-sha-256", "scram-sha-256", "SCRAM-SHA-256$"], out
 
 
-@pytest.mark.parametrize("service,port", [("postgres", 5432), ("redis", 6379)])
-def test_unreachable_from_a_container_on_another_network(stack, service, port):
-    network = f"{stack.project}-probe-{uuid.uuid4().hex[:8]}"
+def probe_from(stack, network: str, service: str, port: int) -> subprocess.CompletedProcess:
+    """From a fresh container of the web image on `network`: connect to the service by name and
+    by its backend address; prints REACHED or refused per target."""
     target = stack.inspect(stack.container_ids(service)[0])
     address = target["NetworkSettings"]["Networks"][f"{stack.project}_backend"]["IPAddress"]
     probe = (
-        "import socket, sys\n"
+        "import socket\n"
         f"for host in ({service!r}, {address!r}):\n"
         "    try:\n"
         f"        socket.create_connection((host, {port}), timeout=3).close()\n"
-        "        print('REACHED', host); sys.exit(1)\n"
+        "        print('REACHED', host)\n"
         "    except OSError as exc:\n"
         "        print('refused', host, type(exc).__name__)\n"
     )
+    image = stack.inspect(stack.container_ids("web")[0])["Config"]["Image"]
+    return subprocess.run(
+        ["docker", "run", "--rm", "--network", network, "--entrypoint", "python", image,
+         "-c", probe],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("service,port", [("postgres", 5432), ("redis", 6379)])
+def test_unreachable_from_a_container_on_another_network(stack, service, port):
+    """The probe reaches the service from the backend network (so it can succeed), and neither
+    its name nor its address from a network of its own."""
+    inside = probe_from(stack, f"{stack.project}_backend", service, port)
+    assert inside.stdout.count("REACHED") == 2, inside.stdout + inside.stderr
+    network = f"{stack.project}-probe-{uuid.uuid4().hex[:8]}"
     subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
     try:
-        image = stack.inspect(stack.container_ids("web")[0])["Config"]["Image"]
-        done = subprocess.run(
-            ["docker", "run", "--rm", "--network", network, "--entrypoint", "python", image,
-             "-c", probe],
-            check=False, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        outside = probe_from(stack, network, service, port)
     finally:
         subprocess.run(["docker", "network", "rm", network], check=False, capture_output=True)
-    assert done.returncode == 0 and "REACHED" not in done.stdout, done.stdout + done.stderr
+    assert outside.returncode == 0, outside.stderr
+    assert outside.stdout.count("refused") == 2, outside.stdout + outside.stderr

@@ -1,5 +1,6 @@
 """Every running prod container, asserted with `docker inspect` (and /proc inside it)."""
 
+import json
 import subprocess
 
 import pytest
@@ -10,9 +11,15 @@ RESTART_POLICIES = {"unless-stopped", "always", "on-failure"}
 
 
 def running(stack) -> list[tuple[str, dict]]:
+    """Every running container of the stack: at least one for each long-running service of the
+    prod configuration (all but one-shot ones such as migrate), so no service goes unchecked."""
+    config = json.loads(stack.compose("config", "--format", "json"))
+    expected = {name for name, s in config["services"].items() if s.get("restart", "no") != "no"}
     containers = [stack.inspect(c) for c in stack.compose("ps", "-q").split()]
-    assert containers, "no running containers"
-    return [(c["Config"]["Labels"]["com.docker.compose.service"], c) for c in containers]
+    found = [(c["Config"]["Labels"]["com.docker.compose.service"], c) for c in containers]
+    missing = expected - {service for service, _ in found}
+    assert expected and not missing, f"not running: {sorted(missing)}"
+    return found
 
 
 def proc_status(cid: str) -> dict[str, str]:
@@ -53,16 +60,19 @@ def test_every_container_is_hardened(stack):
 
 
 def test_a_root_filesystem_write_is_refused(stack):
+    """Refused because the root is read-only (not for want of a shell), while /tmp is written."""
     for service, c in running(stack):
         done = subprocess.run(
-            ["docker", "exec", c["Id"], "sh", "-c", "echo x > /hardening-probe"],
+            ["docker", "exec", c["Id"], "sh", "-c",
+             "echo x > /tmp/hardening-probe && rm /tmp/hardening-probe && echo x > /hardening-probe"],
             check=False, capture_output=True, text=True,
         )  # fmt: skip
         assert done.returncode != 0, f"{service} could write to /"
+        assert "Read-only file system" in done.stderr, (service, done.stderr)
 
 
 def test_only_nginx_publishes_ports(stack):
-    for service, c in running(stack):
+    for service, c in running(stack):  # nginx among them
         published = {k: v for k, v in (c["NetworkSettings"]["Ports"] or {}).items() if v}
         if service == "nginx":
             assert published and all(
@@ -74,7 +84,9 @@ def test_only_nginx_publishes_ports(stack):
 
 @pytest.mark.parametrize("service", ["postgres", "redis"])
 def test_data_services_are_only_on_the_internal_network(stack, service):
-    for cid in stack.container_ids(service):
+    ids = stack.container_ids(service)
+    assert ids, f"no running {service} container to check"
+    for cid in ids:
         assert list(stack.inspect(cid)["NetworkSettings"]["Networks"]) == [
             f"{stack.project}_backend"
         ]

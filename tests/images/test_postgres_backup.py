@@ -85,6 +85,7 @@ def test_backup_while_the_media_folder_is_being_written(containers, postgres_ima
         names.append(done.stdout.strip())
         assert len(names) < 50, "the churn loop did not finish"
     assert names, "the churn finished before a backup ran; nothing was tested"
+    checked = 0
     for backup_name in names:
         listing = sh(name, f"tar -tzvf /backups/{backup_name}/media.tar.gz").stdout
         assert ".tmp" not in listing, listing
@@ -92,9 +93,11 @@ def test_backup_while_the_media_folder_is_being_written(containers, postgres_ima
         check = sh(name, f"mkdir /tmp/{backup_name} && tar -C /tmp/{backup_name} -xzf "
                          f"/backups/{backup_name}/media.tar.gz && cd /tmp/{backup_name} && "
                          "for f in $(find . -name 'f*.csv'); do n=${f##*/f}; "
-                         '[ "$(cat $f)" = "row ${n%.csv}" ] || echo "bad $f"; done; '
+                         '[ "$(cat $f)" = "row ${n%.csv}" ] || echo "bad $f"; echo checked; done; '
                          f"rm -rf /tmp/{backup_name}")  # fmt: skip
         assert "bad" not in check.stdout, check.stdout
+        checked += check.stdout.count("checked")
+    assert checked, "no export file in any backup's media archive: nothing was checked"
     assert sh(name, "backup-healthcheck", check=False).returncode == 0
 
 

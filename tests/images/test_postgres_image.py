@@ -164,6 +164,7 @@ def test_postgres_is_pid_1_as_the_postgres_user(containers, postgres_image):
     assert pid1(name) == ("postgres", 999, 999)
     assert docker("exec", name, "id", "-un").stdout.strip() == "postgres"
     cmdline = docker("exec", name, "cat", "/proc/1/cmdline").stdout
+    assert cmdline.startswith("postgres"), cmdline
     assert PASSWORD not in cmdline
 
 

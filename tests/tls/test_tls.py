@@ -48,15 +48,57 @@ def test_app_sees_https_so_it_does_not_redirect(client):
     assert r.status_code in (401, 403), (r.status_code, r.headers.get("Location"))
 
 
-def test_hsts_sent_once_over_https(client):
+def _env_value(stack, name: str) -> str:
+    with open(stack.env_file, encoding="utf-8") as handle:
+        pairs = (line.strip().split("=", 1) for line in handle if "=" in line and line[0] != "#")
+        return dict(pairs)[name]
+
+
+def test_hsts_sent_once_over_https(stack, client):
+    """docs/tls.md: `Strict-Transport-Security: max-age=N; includeSubDomains`, N from
+    NGINX_HSTS_SECONDS, sent by nginx only (never twice)."""
+    seconds = _env_value(stack, "NGINX_HSTS_SECONDS")
+    assert int(seconds) > 0, "the test stack's env file turns HSTS off"
     r = client.get("/api/posts/")
     values = [v for k, v in r.raw.headers.items() if k.lower() == "strict-transport-security"]
-    assert len(values) == 1, values
-    assert "max-age=" in values[0] and int(values[0].split("max-age=")[1].split(";")[0]) > 0
+    assert values == [f"max-age={seconds}; includeSubDomains"], values
 
 
-def test_self_signed_certificate_is_untrusted_without_its_ca(base_url):
-    with pytest.raises(requests.exceptions.SSLError):
+def _verify_handshake(base_url: str, context: ssl.SSLContext) -> dict:
+    """A TLS handshake for `localhost`, verified by `context`; the served leaf certificate."""
+    host, port = _hostport(base_url)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            return tls.getpeercert()
+
+
+def test_served_chain_verifies_against_the_run_ca_and_no_other_trust_store(base_url, tmp_path):
+    """The chain nginx serves verifies against the run's CA alone (host name checked), and fails
+    verification (not some other TLS error) with no trust store, the public CAs, or another CA
+    of the same name."""
+    only_ours = ssl.create_default_context(cafile=CA_BUNDLE)
+    assert len(only_ours.get_ca_certs()) == 1, "E2E_CA_BUNDLE should hold the run's CA alone"
+    leaf = _verify_handshake(base_url, only_ours)
+    assert ("DNS", "localhost") in leaf["subjectAltName"], leaf
+
+    other = tmp_path / "other-ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=drs self-signed CA for localhost",
+         "-keyout", str(tmp_path / "other-ca-key.pem"), "-out", str(other)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    stores = {
+        "empty": ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),  # verifies, trusts nothing
+        "public CAs": ssl.create_default_context(cafile=requests.certs.where()),
+        "another CA of the same name": ssl.create_default_context(cafile=str(other)),
+    }
+    for name, context in stores.items():
+        with pytest.raises(ssl.SSLCertVerificationError) as refused:
+            _verify_handshake(base_url, context)
+        # 20: unable to get local issuer certificate (19: self-signed certificate in chain)
+        assert refused.value.verify_code in (19, 20), (name, refused.value)
+    with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
         requests.get(base_url + "/healthz", verify=requests.certs.where(), timeout=10)
 
 
@@ -111,32 +153,68 @@ def test_old_tls_refused_by_the_server(base_url, version):
     assert "PROTOCOL" in str(refused.value).upper(), refused.value
 
 
-def test_only_modern_ciphers_over_tls_1_2(base_url):
+def _tls12_with_ciphers(base_url: str, ciphers: str) -> str:
     host, port = _hostport(base_url)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(CA_BUNDLE)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(
-        "AES128-SHA:AES256-SHA:AES128-SHA256:DES-CBC3-SHA:@SECLEVEL=0"
-    )  # no forward secrecy
-    with pytest.raises(ssl.SSLError):
-        with socket.create_connection((host, port), timeout=10) as sock:
-            ctx.wrap_socket(sock, server_hostname="localhost").close()
+    ctx.set_ciphers(ciphers)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            return tls.cipher()[0]
 
 
-def test_unknown_host_over_https_gets_no_answer(base_url):
-    try:
-        r = requests.get(base_url + "/api/posts/", headers={"Host": "evil.example"}, timeout=5)
-    except requests.ConnectionError:
-        return
-    raise AssertionError(f"unknown host answered {r.status_code}")
+def test_only_modern_ciphers_over_tls_1_2(base_url):
+    # The same client code with a forward-secret AEAD suite is accepted ...
+    modern = "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert _tls12_with_ciphers(base_url, modern) == modern
+    # ... and with suites without forward secrecy refused by the server's handshake alert.
+    with pytest.raises(ssl.SSLError) as refused:
+        _tls12_with_ciphers(
+            base_url, "AES128-SHA:AES256-SHA:AES128-SHA256:AES128-GCM-SHA256:@SECLEVEL=0"
+        )
+    assert "HANDSHAKE_FAILURE" in str(refused.value).upper(), refused.value
+
+
+def _raw_request(base_url: str, host: str, path: str, sni: str) -> tuple[dict, bytes]:
+    """One HTTPS request on a fresh connection: the certificate nginx presented (its chain
+    verified against the run's CA; the name not checked, so that any SNI may be sent) and every
+    byte nginx sent before it closed. A refused connection or a failed handshake fails the
+    test. Hang guard: 10 s per socket operation."""
+    address, port = _hostport(base_url)
+    context = ssl.create_default_context(cafile=CA_BUNDLE)
+    context.check_hostname = False
+    with socket.create_connection((address, port), timeout=10) as sock:
+        with context.wrap_socket(sock, server_hostname=sni) as tls:
+            cert = tls.getpeercert()
+            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            tls.sendall(request.encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+            return cert, data
+
+
+@pytest.mark.parametrize("sni", ["localhost", "evil.example"])
+def test_unknown_host_over_https_gets_no_answer(base_url, sni):
+    """docs/tls.md: unknown Host names get no answer over HTTPS. The handshake completes with
+    the site's certificate, whatever name the client asks for, then nginx's default server
+    closes the connection without a byte (444). The served name, asked the same way, is
+    answered."""
+    _, answer = _raw_request(base_url, "localhost", "/healthz", sni=sni)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+    cert, answer = _raw_request(base_url, "evil.example", "/api/posts/", sni=sni)
+    assert ("DNS", "localhost") in cert["subjectAltName"], cert
+    assert answer == b"", answer[:80]
 
 
 def _served_by(base_url: str, ca: str) -> bool:
+    """Whether the certificate nginx serves now verifies against `ca`: False only on a failed
+    verification; any other error (refused, a broken handshake) fails the test."""
     try:
-        requests.get(base_url + "/healthz", headers={"Host": "localhost"}, verify=ca, timeout=10)
+        _verify_handshake(base_url, ssl.create_default_context(cafile=ca))
         return True
-    except requests.exceptions.SSLError:
+    except ssl.SSLCertVerificationError:
         return False
 
 
@@ -148,9 +226,7 @@ def _wait_served_by(stack, base_url: str, ca: str, retired: str, timeout: float 
     while not (_served_by(base_url, ca) and not _served_by(base_url, retired)):
         if time.monotonic() > deadline:
             logs = stack.compose("logs", "--tail=30", "nginx", check=False)
-            raise AssertionError(
-                f"nginx does not serve only the certificate {ca} signed:\n{logs}"
-            )
+            raise AssertionError(f"nginx does not serve only the certificate {ca} signed:\n{logs}")
         time.sleep(0.5)
     for _ in range(5):  # settled: every new connection gets the new certificate
         assert _served_by(base_url, ca) and not _served_by(base_url, retired)

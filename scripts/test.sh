@@ -11,7 +11,8 @@
 #   backup   backup, verification, restore, truncated backup refused, rotation (disruptive)
 #   deploy   make deploy under load with zero failed requests, then make rollback (disruptive)
 #   bench    make bench BENCH_QUICK=1 (last in `all`): checks the benchmark harness works, never speed
-#   dev      `make dev` itself, from a copy of the tree under its own project name (tests/dev)
+#   dev      `make dev` itself, from a copy of the tree under its own project name (tests/dev);
+#            in `all` it runs after django, before the prod stack
 # The verdict (scripts/test-verdict.py) passes only on a full pass: every stage's runner exited 0,
 # ran at least the tests tests/expected-counts.txt names, and skipped none not listed in
 # tests/allowed-skips.txt. It ends with "N passed, N failed"; any "FAIL stage ..." line above it
@@ -216,7 +217,7 @@ stage_bench_quick() {
 stage_clean() {
 	local p
 	for p in $(docker compose ls -a --format json 2>/dev/null | python3 -c \
-		'import json,sys; [print(x["Name"]) for x in json.load(sys.stdin) if x["Name"].startswith(("drs-test-","drs-e2e-","drs-bench-test-"))]'); do
+		'import json,sys; [print(x["Name"]) for x in json.load(sys.stdin) if x["Name"].startswith(("drs-test-","drs-e2e-","drs-bench-test-","drs-devtest-"))]'); do
 		echo "removing leftover test stack $p"
 		docker compose -p "$p" down -v --remove-orphans >/dev/null 2>&1 || true
 	done

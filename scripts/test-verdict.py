@@ -67,6 +67,16 @@ def junit_cases(xml: pathlib.Path):
             yield test, "pass"
 
 
+def too_few(stage: str, ran: int, what: str, expected: dict[str, int]) -> list[str]:
+    """The problem, if any, with how many tests (or checks) STAGE ran."""
+    where = EXPECTED.relative_to(ROOT)
+    if stage not in expected:
+        return [f"stage {stage}: no minimum count of {what} in {where}"]
+    if ran < expected[stage]:
+        return [f"stage {stage}: {ran} {what} ran, at least {expected[stage]} expected ({where})"]
+    return []
+
+
 def main(results: pathlib.Path) -> int:
     expected, allowed = expected_counts(), allowed_skips()
     problems: list[str] = []
@@ -92,13 +102,7 @@ def main(results: pathlib.Path) -> int:
             problems.append(f"stage {stage}: its runner exited {status} ({why})")
         if not cases and status != "-":
             problems.append(f"stage {stage}: no junit results ({xml.name} missing or empty)")
-        if stage not in expected:
-            problems.append(f"stage {stage}: no minimum test count in {EXPECTED.relative_to(ROOT)}")
-        elif len(cases) < expected[stage]:
-            problems.append(
-                f"stage {stage}: {len(cases)} tests ran, at least {expected[stage]} expected "
-                f"({EXPECTED.relative_to(ROOT)})"
-            )
+        problems += too_few(stage, len(cases), "tests", expected)
         for test in skips:
             if (stage, test) not in allowed:
                 failed += 1
@@ -118,13 +122,7 @@ def main(results: pathlib.Path) -> int:
         problems += [f"stage {stage}: check failed: {name}" for o, name in mine if o != "pass"]
         if status != "0":
             problems.append(f"stage {stage}: did not finish (exit status {status})")
-        if stage not in expected:
-            problems.append(f"stage {stage}: no minimum check count in {EXPECTED.relative_to(ROOT)}")
-        elif len(mine) < expected[stage]:
-            problems.append(
-                f"stage {stage}: {len(mine)} checks ran, at least {expected[stage]} expected "
-                f"({EXPECTED.relative_to(ROOT)})"
-            )
+        problems += too_few(stage, len(mine), "checks", expected)
     for problem in problems:
         print(f"FAIL  {problem}")
     print(f"{passed} passed, {failed} failed" + (" (the run FAILED)" if problems else ""))

@@ -4,6 +4,8 @@ E2E_BASE_URL is nginx's HTTPS port (trusting E2E_CA_BUNDLE), E2E_HTTP_URL its HT
 
 import json
 import os
+import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -27,6 +29,23 @@ def record_timing(line: str) -> None:
 CA_BUNDLE = os.environ.get("E2E_CA_BUNDLE")
 if CA_BUNDLE:
     os.environ["REQUESTS_CA_BUNDLE"] = CA_BUNDLE
+
+
+def raw_request(url: str, host: str, path: str) -> bytes:
+    """One request on a fresh connection; every byte nginx sent before it closed. The connect
+    (and for HTTPS the handshake, against the run's CA) must succeed: a refused connection
+    means nothing listens, which fails the test. Hang guard: 10 s per socket operation."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    if parts.scheme == "https":
+        context = ssl.create_default_context(cafile=os.environ["E2E_CA_BUNDLE"])
+        sock = context.wrap_socket(sock, server_hostname="localhost")
+    with sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
 
 
 class Stack:

@@ -1,14 +1,11 @@
 """The stack around the API: nginx, static files, health, headers, networks, recreation."""
 
-import os
 import re
-import socket
-import ssl
 import subprocess
 import time
-from urllib.parse import urlsplit
 
 import requests
+from conftest import raw_request
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -90,23 +87,6 @@ def test_every_request_in_nginx_access_log_and_only_errors_in_django_log(stack, 
     assert [line for line in web if tag + "-404" in line and '"status":404' in line], web
     # The 200 only if it was slow (over DJANGO_REQUEST_LOG_SLOW_MS on a busy machine).
     assert all("(slow)" in line for line in web if tag + "-ok" in line), web
-
-
-def raw_request(url: str, host: str, path: str) -> bytes:
-    """One request on a fresh connection; every byte nginx sent before it closed. The connect
-    (and for HTTPS the handshake, against the run's CA) must succeed: a refused connection
-    means nothing listens, which fails the test. Hang guard: 10 s per socket operation."""
-    parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    if parts.scheme == "https":
-        context = ssl.create_default_context(cafile=os.environ["E2E_CA_BUNDLE"])
-        sock = context.wrap_socket(sock, server_hostname="localhost")
-    with sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
 
 
 def test_unknown_host_is_dropped(stack, base_url, http_url):

@@ -3,17 +3,15 @@ hang, always the JSON error shape, and the data unchanged. Everything goes to th
 nginx on 127.0.0.1; every loop is bounded in count and time."""
 
 import json
-import os
 import select
 import socket
-import ssl
 import time
 import uuid
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Client
+from conftest import Client, raw_request
 
 POSTS = "/api/posts/"
 # The posts table as the database sees it: row count and a digest of every row.
@@ -187,23 +185,6 @@ def test_path_traversal_ids_are_404(stack, alice, client):
 
 
 # --- headers -----------------------------------------------------------------------------------
-
-
-def raw_request(url: str, host: str, path: str) -> bytes:
-    """One request on a fresh connection; every byte nginx sent before it closed. The connect
-    (and for HTTPS the handshake, against the run's CA) must succeed: a refused connection
-    means nothing listens, which fails the test. Hang guard: 10 s per socket operation."""
-    parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    if parts.scheme == "https":
-        context = ssl.create_default_context(cafile=os.environ["E2E_CA_BUNDLE"])
-        sock = context.wrap_socket(sock, server_hostname="localhost")
-    with sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
 
 
 @pytest.mark.parametrize("which", ["https", "http"])

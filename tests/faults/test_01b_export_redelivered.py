@@ -9,7 +9,10 @@ longer than EXPORT_HEARTBEAT_TIMEOUT_SECONDS would look dead and run twice. To s
 seconds, the worker runs here with a 5 s timeout and a 1 s heartbeat (production: 30 s and 5 s),
 and the second delivery comes once the start's own heartbeat is older than the timeout. It is the
 identical message (same task id and arguments) published again, which is what kombu's restore of
-an unacknowledged message does (its scan runs only every ~100 s, too slow to wait for here)."""
+an unacknowledged message does (its scan runs only every ~100 s, too slow to wait for here).
+The run is kept going, whatever the machine's speed, by a lock on the posts table that another
+session holds: the export waits for it while its heartbeat thread goes on, and the lock is
+released once the second delivery has been handled."""
 
 import contextlib
 import csv
@@ -22,10 +25,41 @@ from datetime import datetime
 from conftest import Stack
 from faultlib import record, seed_posts, wait_done, wait_for
 
-ROWS = 400_000  # ~25 s of export here: well past the timeout below, with room to spare
+ROWS = 20_000
 HEARTBEAT_SECONDS = 1
 HEARTBEAT_TIMEOUT_SECONDS = 5
 TASK = "apps.exports.tasks.run_export"
+HOLDER = "drs-test-posts-lock"  # application_name of the session that holds the lock
+HOLD_MAX_SECONDS = 180  # hang guard: the holder lets go by itself after this
+
+
+@contextlib.contextmanager
+def posts_locked(stack):
+    """Another session holds an ACCESS EXCLUSIVE lock on the posts table (reads of it wait)
+    until the block ends (or HOLD_MAX_SECONDS, whichever comes first)."""
+    sql = (
+        "BEGIN; LOCK TABLE posts_post IN ACCESS EXCLUSIVE MODE; "
+        f"SELECT pg_sleep({HOLD_MAX_SECONDS});"
+    )
+    stack.compose(
+        "exec", "-d", "-e", f"PGAPPNAME={HOLDER}", "postgres", "sh", "-c",
+        f'psql -X -q -U "$POSTGRES_USER" "$POSTGRES_DB" -c "{sql}"',
+    )  # fmt: skip
+    granted = (
+        "from django.db import connection; c = connection.cursor(); "
+        'c.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) '
+        f"WHERE a.application_name = '{HOLDER}' AND l.relation = 'posts_post'::regclass "
+        "AND l.mode = 'AccessExclusiveLock' AND l.granted\"); print('HELD', c.fetchone()[0])"
+    )
+    wait_for(lambda: "HELD 1" in stack.manage(granted), 30, "the posts lock was not taken")
+    try:
+        yield
+    finally:
+        stack.manage(
+            "from django.db import connection; c = connection.cursor(); "
+            'c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
+            f"WHERE application_name = '{HOLDER}'\")"
+        )
 
 
 @contextlib.contextmanager
@@ -84,55 +118,56 @@ def test_export_delivered_again_while_it_runs_is_made_once(stack, make_user):
         EXPORT_HEARTBEAT_SECONDS=HEARTBEAT_SECONDS,
         EXPORT_HEARTBEAT_TIMEOUT_SECONDS=HEARTBEAT_TIMEOUT_SECONDS,
     ):
-        r = user.post("/api/exports/", json={"format": "csv"})
-        assert r.status_code == 202, r.text
-        export_id = r.json()["id"]
-        url = f"/api/exports/{export_id}/"
+        with posts_locked(stack):  # released once the second delivery was handled
+            r = user.post("/api/exports/", json={"format": "csv"})
+            assert r.status_code == 202, r.text
+            export_id = r.json()["id"]
+            url = f"/api/exports/{export_id}/"
 
-        def running():
-            export = user.get(url).json()
-            return export if export["status"] == "running" else None
+            def running():
+                export = user.get(url).json()
+                return export if export["status"] == "running" else None
 
-        started = wait_for(running, 60, "the export never ran", 0.1)
-        task_id = wait_for(
-            lambda: receipts(worker_events(stack), export_id), 30, "no delivery logged"
-        )[0]
-        # Sent from the web container once the heartbeat written at the run's start is older
-        # than the timeout: from then on only the heartbeat thread makes the run look alive.
-        out = stack.manage(
-            "import sys, time; from datetime import timedelta; from django.utils import timezone; "
-            "from apps.exports.models import Export; from apps.exports.tasks import run_export; "
-            f"export = Export.objects.get(pk={export_id!r}); "
-            f"due = export.started_at + timedelta(seconds={HEARTBEAT_TIMEOUT_SECONDS + 1}); "
-            "time.sleep(max(0.0, (due - timezone.now()).total_seconds())); "
-            f"run_export.apply_async(args=[{export_id!r}], task_id={task_id!r}); "
-            "sys.stdout.write('RESULT' + timezone.now().isoformat())"
-        )
-        started_at = datetime.fromisoformat(started["started_at"]).timestamp()
-        sent_at = datetime.fromisoformat(out.split("RESULT", 1)[1].strip()).timestamp()
-        sent_after = sent_at - started_at
+            started = wait_for(running, 60, "the export never ran", 0.1)
+            task_id = wait_for(
+                lambda: receipts(worker_events(stack), export_id), 30, "no delivery logged"
+            )[0]
+            # Sent from the web container once the heartbeat written at the run's start is older
+            # than the timeout: from then on only the heartbeat thread makes the run look alive.
+            out = stack.manage(
+                "import sys, time; from datetime import timedelta; from django.utils import timezone; "
+                "from apps.exports.models import Export; from apps.exports.tasks import run_export; "
+                f"export = Export.objects.get(pk={export_id!r}); "
+                f"due = export.started_at + timedelta(seconds={HEARTBEAT_TIMEOUT_SECONDS + 1}); "
+                "time.sleep(max(0.0, (due - timezone.now()).total_seconds())); "
+                f"run_export.apply_async(args=[{export_id!r}], task_id={task_id!r}); "
+                "sys.stdout.write('RESULT' + timezone.now().isoformat())"
+            )
+            started_at = datetime.fromisoformat(started["started_at"]).timestamp()
+            sent_at = datetime.fromisoformat(out.split("RESULT", 1)[1].strip()).timestamp()
+            sent_after = sent_at - started_at
 
-        def second_delivery_handled():
-            events = worker_events(stack)
-            prefix = f"export {export_id} "
-            return [
-                e["message"]
-                for e in events
-                if e.get("message", "").startswith(prefix)
-                and any(
-                    s in e["message"]
-                    for s in ("running elsewhere", "already done", "running (attempt 2")
-                )
-            ]
+            def second_delivery_handled():
+                events = worker_events(stack)
+                prefix = f"export {export_id} "
+                return [
+                    e["message"]
+                    for e in events
+                    if e.get("message", "").startswith(prefix)
+                    and any(
+                        s in e["message"]
+                        for s in ("running elsewhere", "already done", "running (attempt 2")
+                    )
+                ]
 
-        handled = wait_for(second_delivery_handled, 60, "the second delivery was never handled")
+            handled = wait_for(second_delivery_handled, 60, "the second delivery was never handled")
         final = wait_done(user, export_id, 240)
         files = stack.compose("exec", "-T", "worker", "ls", "-a", "/srv/media/exports").split()
         events = worker_events(stack)
 
     assert not any("already done" in m for m in handled), (
         f"the export ended before its second delivery arrived ({sent_after:.1f} s after its "
-        f"start): seed more rows. {handled}"
+        f"start), although the posts it reads were locked. {handled}"
     )
     deliveries = receipts(events, export_id)
     assert deliveries.count(task_id) >= 2, f"delivered {deliveries.count(task_id)} time(s)"

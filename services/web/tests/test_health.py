@@ -38,8 +38,10 @@ def test_readyz_reports_each_check():
     assert body["checks"]["database"]["status"] == "ok"
     assert body["checks"]["cache"]["status"] == "ok"
     assert body["checks"]["broker"]["status"] == "skipped"  # eager: no broker to reach
+    assert len(body["checks"]) == 3
     for check in body["checks"].values():
-        assert check["latency_ms"] >= 0
+        # A measured figure: a number (not a string or None), whatever its size.
+        assert type(check["latency_ms"]) in (int, float), check
 
 
 @pytest.fixture

@@ -149,6 +149,13 @@ def running_tags(stack, service: str) -> set[str]:
     }
 
 
+def assert_runs(stack, current: str, previous: str) -> None:
+    """The tags file records CURRENT after PREVIOUS, and every app service runs CURRENT."""
+    assert tags(stack) == {"DRS_TAG": current, "DRS_PREVIOUS_TAG": previous}
+    for service in SERVICES:
+        assert running_tags(stack, service) == {current}, service
+
+
 def snapshot(stack) -> dict[str, list[str]]:
     return {service: sorted(stack.container_ids(service)) for service in SERVICES}
 
@@ -428,9 +435,7 @@ def test_release_deploys_under_load_with_no_failed_request(stack, releases, rele
     run = phase.make
     record_timing(f"deploy: release 1 (migration + nginx image): {phase.figures()}")
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
-    assert tags(stack) == {"DRS_TAG": releases.tag1, "DRS_PREVIOUS_TAG": releases.tag0}
-    for service in SERVICES:
-        assert running_tags(stack, service) == {releases.tag1}, service
+    assert_runs(stack, releases.tag1, releases.tag0)
     assert len(stack.container_ids("web")) == 1
     assert len(stack.container_ids("worker")) == 1
     assert_served_everything(stack, phase)
@@ -569,9 +574,7 @@ def test_rollback_across_the_migration_under_load(stack, releases, rollback):
     run = phase.make
     record_timing(f"deploy: make rollback: {phase.figures()}")
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
-    assert tags(stack) == {"DRS_TAG": releases.tag0, "DRS_PREVIOUS_TAG": releases.tag1}
-    for service in SERVICES:
-        assert running_tags(stack, service) == {releases.tag0}, service
+    assert_runs(stack, releases.tag0, releases.tag1)
     assert phase.before["nginx"] != phase.after["nginx"], "nginx was not replaced"
     assert rollback["header"] is None
     assert rollback["hold_rules_left"] == []

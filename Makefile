@@ -130,7 +130,7 @@ lock: ## Regenerate the hashed lock files from services/web/pyproject.toml and t
 	scripts/lock.sh
 
 ## Testing
-.PHONY: lint test test-lint test-images test-django test-dev test-e2e test-tls test-backup test-deploy test-bench test-hardening test-fuzz test-faults
+.PHONY: lint test test-lint test-images test-django test-dev test-e2e test-tls test-backup test-deploy test-bench test-hardening test-fuzz test-abuse test-faults
 lint: ## Lint only (the same as test-lint)
 	@scripts/test.sh lint
 
@@ -157,6 +157,9 @@ test-hardening: ## docker inspect of every prod container, password/network refu
 
 test-fuzz: ## schemathesis on /api/schema/ with a token (all checks) and hostile input through nginx: never a 5xx or a hang
 	@scripts/test.sh fuzz
+
+test-abuse: ## Hostile traffic through nginx: search bombs, login brute force, export floods, slow clients, token revocation, least privilege
+	@scripts/test.sh abuse
 
 test-faults: ## Kill/restart worker, Postgres, Redis, web, beat, the whole stack under load: nothing acknowledged lost (docs/reliability.md)
 	@scripts/test.sh faults

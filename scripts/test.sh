@@ -7,6 +7,8 @@
 #   e2e      the prod stack under its own project name on a free 127.0.0.1 port; tests over
 #            HTTP through nginx (tests/e2e); torn down always, also on failure. Later host-side
 #            suites (STACK_SUITES) share that stack.
+#   abuse    hostile traffic through nginx: search bombs, login brute force, export floods,
+#            slow clients, token revocation, least privilege; each case records its figure
 #   tls      HTTPS with the run's own CA, HTTP->HTTPS redirect, ACME webroot, TLS 1.1 refused
 #   backup   backup, verification, restore, truncated backup refused, rotation (disruptive)
 #   deploy   make deploy under load with zero failed requests, then make rollback (disruptive)
@@ -17,7 +19,7 @@
 # ran at least the tests tests/expected-counts.txt names, and skipped none not listed in
 # tests/allowed-skips.txt. It ends with "N passed, N failed"; any "FAIL stage ..." line above it
 # names what failed, and the exit status is non-zero.
-# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]
+# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|bench|clean]
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -31,7 +33,7 @@ export TEST_RESULTS="$RESULTS"
 VENV="$ROOT/.cache/venv"
 RUN_ID="$$"
 # Suites that share one prod stack in `all`, in order (destructive ones last).
-STACK_SUITES=(e2e hardening fuzz tls backup deploy faults)
+STACK_SUITES=(e2e hardening fuzz abuse tls backup deploy faults)
 
 log() { printf '\n\033[1m[test] %s\033[0m\n' "$*"; }
 
@@ -245,8 +247,8 @@ main() {
 		lint | images | django | dev) "stage_$what" ;;
 		bench) stage_bench_quick ;;
 		e2e | tls | backup | deploy) stage_stack "$what" ;;
-		faults | fuzz | hardening) stage_stack "$what" ;;
-		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|faults|tls|backup|deploy|bench|clean]" >&2; exit 64 ;;
+		faults | fuzz | hardening | abuse) stage_stack "$what" ;;
+		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|bench|clean]" >&2; exit 64 ;;
 	esac
 	log "summary"
 	verdict_done=1

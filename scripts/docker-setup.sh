@@ -24,7 +24,7 @@ have_apt() { command -v apt-get >/dev/null 2>&1; }
 manual_install_help() {
 	cat >&2 <<'HELP'
 [docker-setup] Install Docker Engine and the Compose v2 plugin, then run make again:
-  Debian/Ubuntu (as root):  apt-get install docker.io   # plus Compose v2, see docs/troubleshooting.md
+  Debian/Ubuntu (as root):  apt-get install docker.io   # plus Compose v2: README.md, Troubleshooting
   Other systems:            https://docs.docker.com/engine/install/
 HELP
 	exit 1

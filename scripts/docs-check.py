@@ -79,18 +79,41 @@ DOC_VAR = re.compile(
     r"`((?:DJANGO|POSTGRES|REDIS|NGINX|BACKUP|EXPORT|CELERY|DRS|BENCH|GUNICORN|HTTPS?|TLS|"
     r"DEPLOY|FUZZ|ABUSE|E2E|PROD|DEV|WEB|WORKER)_[A-Z0-9_]*[A-Z0-9])(?![A-Z0-9_*])"
 )
-TEXT_SUFFIXES = {".py", ".sh", ".yml", ".yaml", ".conf", ".template", ".md", ".txt", ".toml", ".in", ".lua", ".example", ".env"}
+TEXT_SUFFIXES = {
+    ".py",
+    ".sh",
+    ".yml",
+    ".yaml",
+    ".conf",
+    ".template",
+    ".md",
+    ".txt",
+    ".toml",
+    ".in",
+    ".lua",
+    ".example",
+    ".env",
+}
 
 
 def tracked() -> list[pathlib.Path]:
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return [ROOT / f for f in out if (ROOT / f).is_file()]
 
 
 def text_files() -> list[pathlib.Path]:
-    return [p for p in tracked() if p.suffix in TEXT_SUFFIXES or p.name in ("Makefile", "Dockerfile", "run")
-            and not str(p.relative_to(ROOT)).startswith("bench/results/")]
+    return [
+        p
+        for p in tracked()
+        if (p.suffix in TEXT_SUFFIXES or p.name in ("Makefile", "Dockerfile", "run"))
+        and not str(p.relative_to(ROOT)).startswith("bench/results/")
+    ]
 
 
 def exists(ref: str, origin: pathlib.Path) -> bool:
@@ -120,7 +143,9 @@ def anchors(path: pathlib.Path) -> set[str]:
 
 def stale_references() -> list[str]:
     problems = []
-    make_targets = set(re.findall(r"^([a-zA-Z0-9_-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    make_targets = set(
+        re.findall(r"^([a-zA-Z0-9_-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    )
     files = text_files()
     code = "\n".join(p.read_text(errors="replace") for p in files if p.suffix != ".md")
     for path in files:
@@ -178,7 +203,10 @@ def check() -> int:
         print(line)
     if missing_targets or missing_vars or stale:
         return 1
-    print(f"documented: {len(targets())} Make targets, {len(variables())} variables; no stale reference")
+    print(
+        f"documented: {len(targets())} Make targets, {len(variables())} variables;"
+        " no stale reference"
+    )
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test runner behind `make test` (and CI). Stages, run in this order by `all`:
 #   lint     ruff (check + format), hadolint, shellcheck, compose config (dev, prod),
-#            nginx -t, gunicorn --check-config, makemigrations --check, check --deploy
+#            nginx -t, gunicorn --check-config, docs-check, portability of developer scripts
 #   images   contract tests of the postgres and redis images (tests/images)
 #   django   the Django suite inside the web dev image against the stack's Postgres + Redis
 #   e2e      the prod stack under its own project name on a free 127.0.0.1 port; tests over
@@ -73,7 +73,7 @@ trap on_exit EXIT
 # ---- tools ------------------------------------------------------------------------------------
 ensure_venv() {
 	local stamp="$VENV/.requirements.sha"
-	local want; want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+	local want; want=$(python3 -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' tests/requirements.txt)
 	if [ ! -x "$VENV/bin/pytest" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 		log "installing host test tools into $VENV (tests/requirements.txt)"
 		rm -rf "$VENV"
@@ -100,9 +100,10 @@ stage_lint() {
 	log "lint"
 	CURRENT_STAGE=lint
 	local dev="drs/web-dev:$DRS_TAG" prod="drs/web:$DRS_TAG"
-	local -a dockerfiles scripts
-	mapfile -t dockerfiles < <(git ls-files -co --exclude-standard '*Dockerfile')
-	mapfile -t scripts < <(git ls-files -co --exclude-standard '*.sh' .ci/run)
+	local -a dockerfiles=() scripts=()
+	local f
+	while IFS= read -r f; do dockerfiles+=("$f"); done < <(git ls-files -co --exclude-standard '*Dockerfile')
+	while IFS= read -r f; do scripts+=("$f"); done < <(git ls-files -co --exclude-standard '*.sh' .ci/run)
 	check "ruff check" docker run --rm --network none "$dev" ruff check --no-cache .
 	check "ruff format --check" docker run --rm --network none "$dev" ruff format --no-cache --check .
 	check "hadolint (${#dockerfiles[@]} Dockerfiles)" "$VENV/bin/hadolint" --config .hadolint.yaml "${dockerfiles[@]}"
@@ -120,7 +121,8 @@ stage_lint() {
 	check "gunicorn --check-config (prod web image)" docker run --rm --network none \
 		-e DJANGO_SECRET_KEY=lint-only-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL \
 		-e DJANGO_ALLOWED_HOSTS=localhost -e DATABASE_URL=postgres://u:p@db/x "$prod" gunicorn --check-config
-	check "docs list every Make target and variable" scripts/docs-check.py
+	check "docs list every Make target and variable, and name nothing that does not exist" scripts/docs-check.py
+	check "developer-path scripts use bash 3.2 and BSD tools only" scripts/portability-check.py
 	check "OpenAPI schema without warnings" docker run --rm --network none -e DJANGO_DEBUG=1 "$dev" \
 		python manage.py spectacular --fail-on-warn --validate --file /dev/null
 	stage_status lint 0
@@ -167,8 +169,10 @@ stage_stack() {
 	log "prod stack for: $*"
 	scripts/prod-env.sh "$env_file" >/dev/null
 	# Free ports chosen by Docker, on loopback only; HTTPS with a CA made for this run.
-	sed -i -e 's/^HTTP_PORT=.*/HTTP_PORT=/' -e 's/^HTTPS_PORT=.*/HTTPS_PORT=/' \
-		-e 's/^HTTP_BIND=.*/HTTP_BIND=127.0.0.1/' "$env_file"
+	local edited # rewritten in place (keeps mode 600), as BSD sed -i cannot
+	edited=$(sed -e 's/^HTTP_PORT=.*/HTTP_PORT=/' -e 's/^HTTPS_PORT=.*/HTTPS_PORT=/' \
+		-e 's/^HTTP_BIND=.*/HTTP_BIND=127.0.0.1/' "$env_file")
+	printf '%s\n' "$edited" >"$env_file"
 	scripts/certs-selfsigned.sh localhost "$STACK_DIR/certs" >/dev/null
 	printf 'TLS_CERTS_DIR=%s\n' "$STACK_DIR/certs" >>"$env_file"
 	STACK_COMPOSE=(env "DRS_ENV_FILE=$env_file" docker compose -p "$project" --env-file "$env_file"

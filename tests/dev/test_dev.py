@@ -3,6 +3,10 @@ answer, the superuser and the demo data are there, and a code change is picked u
 running web server (runserver's autoreload) and by the worker and beat (watchfiles) without
 any container restarting.
 
+It runs as the README's developer does: not root, in the `docker` group, with no `dockerd` on
+its PATH (Docker Desktop's case: Docker answers, nothing is installed). When the suite itself
+runs as root (CI, a server), `make dev` runs as such a user, made for the test and removed after.
+
 Never touches the developer's checkout or dev stack: the working tree is copied into
 .cache/ (so Docker can bind-mount it), and `make dev` runs there as its own compose project
 on free 127.0.0.1 ports. The copy and the project (volumes included) are removed afterwards,
@@ -34,6 +38,9 @@ EXPORT_TIMEOUT = 120
 # one-shot migrate (migrations, superuser, demo data).
 DOCUMENTED_SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat"}
 ONE_SHOT_SERVICES = {"migrate"}
+# A laptop user's PATH: no /usr/sbin, where Debian's dockerd lives.
+DEVELOPER_PATH = "/usr/local/bin:/usr/bin:/bin"
+DEVELOPER = "drs-devtest"
 
 
 def free_port() -> int:
@@ -82,10 +89,11 @@ class DevStack:
         return {**os.environ, **{name: str(port) for name, port in self.ports.items()}}
 
     def make(self, target: str, timeout: float) -> subprocess.CompletedProcess:
-        """`make TARGET DEV_PROJECT=... DEV_WEB_PORT=...`, the README's way to move the ports."""
+        """`make TARGET DEV_PROJECT=... DEV_WEB_PORT=...`, the README's way to move the ports,
+        as the developer (see as_developer)."""
         variables = [f"{name}={port}" for name, port in self.ports.items()]
         return subprocess.run(
-            ["make", target, f"DEV_PROJECT={self.project}", *variables],
+            [*as_developer(self.root), "make", target, f"DEV_PROJECT={self.project}", *variables],
             cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, timeout=timeout,
         )  # fmt: skip
@@ -140,6 +148,42 @@ class DevStack:
             f.write(addition)
 
 
+def compose_plugin() -> str:
+    """Where this machine's Docker CLI finds its compose plugin."""
+    out = subprocess.run(
+        ["docker", "info", "--format", "{{range .ClientInfo.Plugins}}{{.Name}} {{.Path}}\n{{end}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    paths = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("compose ")]
+    assert paths, "docker compose is not installed for this user"
+    return paths[0]
+
+
+def as_developer(root: Path) -> list[str]:
+    """The command prefix that runs as a non-root member of the docker group with a laptop's
+    PATH: nothing when the suite is not root; else the user DEVELOPER (made once), whose home
+    is in the copy, with a copy of the machine's compose plugin in ~/.docker/cli-plugins as
+    Docker Desktop provides it."""
+    if os.geteuid() != 0:
+        return []
+    assert shutil.which("dockerd", path=DEVELOPER_PATH) is None, "dockerd on the developer's PATH"
+    if subprocess.run(["id", DEVELOPER], capture_output=True).returncode != 0:
+        subprocess.run(
+            ["useradd", "--no-create-home", "--gid", "docker", "--shell", "/bin/sh", DEVELOPER],
+            check=True,
+        )
+    home = root / ".home"
+    (home / ".docker" / "cli-plugins").mkdir(parents=True, exist_ok=True)
+    # A copy: root's own plugin folder is not readable by other users.
+    shutil.copy2(compose_plugin(), home / ".docker" / "cli-plugins" / "docker-compose")
+    subprocess.run(["chown", "-R", f"{DEVELOPER}:docker", str(root)], check=True)
+    keep = {"DRS_TAG": os.environ.get("DRS_TAG", "latest"), "LANG": "C.UTF-8"}
+    return [
+        "runuser", "-u", DEVELOPER, "--", "env", "-i", f"HOME={home}", f"USER={DEVELOPER}",
+        f"PATH={DEVELOPER_PATH}", *(f"{k}={v}" for k, v in keep.items()),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def dev() -> Iterator[DevStack]:
     cache = ROOT / ".cache"
@@ -163,7 +207,11 @@ def dev() -> Iterator[DevStack]:
         took = time.monotonic() - start
         stack.output = done.stdout
         assert done.returncode == 0, f"make dev failed:\n{stack.output[-6000:]}"
-        record_timing(f"dev: make dev (images already built) {took:.0f} s")
+        # Docker answered: the set-up script installed nothing (README: a working `docker info`
+        # and `docker compose version` is all it needs).
+        assert "[docker-setup] installing" not in stack.output, stack.output[-3000:]
+        who = DEVELOPER if os.geteuid() == 0 else f"uid {os.geteuid()}"
+        record_timing(f"dev: make dev as {who}, not root (images already built) {took:.0f} s")
         yield stack
     finally:
         teardown(stack)
@@ -176,6 +224,8 @@ def teardown(stack: DevStack) -> None:
     # `make dev-down` keeps the volumes (documented); a test project must leave nothing behind.
     stack.compose("--profile", "proxy", "down", "-v", "--remove-orphans", check=False, timeout=300)
     shutil.rmtree(stack.root, ignore_errors=True)
+    if os.geteuid() == 0:
+        subprocess.run(["userdel", DEVELOPER], capture_output=True)
 
 
 def printed(output: str) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""URL configuration. Everything of the API lives under /api/; /healthz and /readyz are
+"""URL configuration. Everything of the API lives under /api/ (GET /api/ lists it); /healthz and /readyz are
 answered by apps.core.middleware.HealthCheckMiddleware before URL routing."""
 
 from django.contrib import admin
@@ -6,8 +6,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.core import health
+from apps.core.views import ApiRootView
+
+# The admin's "View site" link: the interactive API docs.
+admin.site.site_url = "/api/docs/"
 
 api_patterns = [
+    path("", ApiRootView.as_view(), name="api-root"),
     path("", include("apps.accounts.urls")),
     path("", include("apps.posts.urls")),
     path("", include("apps.exports.urls")),

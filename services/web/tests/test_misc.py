@@ -229,3 +229,31 @@ def test_orjson_renderer_gives_drf_bytes():
     indented = JSONRenderer().render(data, "application/json; indent=2")
     assert indented == DRFJSONRenderer().render(data, "application/json; indent=2")
     assert JSONRenderer().render(None) == b""
+
+
+# --- API root ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_api_root_lists_every_endpoint_and_each_answers(api_client):
+    """GET /api/ (the URL `make dev` prints) answers without a token and lists absolute URLs,
+    each of which is a live endpoint of the API."""
+    response = api_client.get("/api/")
+    assert response.status_code == 200
+    listed = response.json()
+    assert set(listed) == {"token", "me", "posts", "exports", "schema", "docs", "redoc"}
+    user = UserFactory()
+    api_client.force_authenticate(user)
+    for name, url in listed.items():
+        assert url.startswith("http://testserver/api/"), (name, url)
+        method = api_client.options if name == "token" else api_client.get
+        assert method(url).status_code == 200, (name, url)
+
+
+@pytest.mark.django_db
+def test_admin_view_site_link_leads_to_the_api_docs(client):
+    user = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(user)
+    page = client.get("/admin/").content.decode()
+    assert 'href="/api/docs/"' in page
+    assert client.get("/api/docs/").status_code == 200

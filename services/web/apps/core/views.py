@@ -1,0 +1,32 @@
+"""The API root: GET /api/ lists where the API's endpoints and docs are."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+# name in the answer -> URL name
+API_ENDPOINTS = {
+    "token": "auth-token",
+    "me": "me",
+    "posts": "post-list",
+    "exports": "export-list",
+    "schema": "schema",
+    "docs": "swagger-ui",
+    "redoc": "redoc",
+}
+
+
+class ApiRootView(APIView):
+    """Absolute URLs of the API's collections, the token endpoint and the docs."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="List the API's endpoints")
+    def get(self, request: Request) -> Response:
+        return Response(
+            {key: reverse(name, request=request) for key, name in API_ENDPOINTS.items()}
+        )

@@ -1,5 +1,5 @@
-"""URL configuration. Everything of the API lives under /api/ (GET /api/ lists it); /healthz and /readyz are
-answered by apps.core.middleware.HealthCheckMiddleware before URL routing."""
+"""URL configuration. Everything of the API lives under /api/ (GET /api/ lists it); /healthz
+and /readyz are answered by apps.core.middleware.HealthCheckMiddleware before URL routing."""
 
 from django.contrib import admin
 from django.urls import include, path

@@ -11,6 +11,7 @@ from rest_framework.exceptions import APIException, Throttled
 from rest_framework.response import Response
 
 from apps.core.exceptions import ServiceUnavailable
+from apps.core.schema import ERROR_SCHEMA
 from apps.exports import services
 from apps.exports.models import Export
 from apps.exports.serializers import ExportCreateSerializer, ExportSerializer
@@ -70,13 +71,15 @@ class ExportViewSet(
         responses={
             202: ExportSerializer,
             429: OpenApiResponse(
+                ERROR_SCHEMA,
                 description="A quota is used up (exports in progress, or per 24 hours); "
-                "retry after the Retry-After header's seconds."
+                "retry after the Retry-After header's seconds.",
             ),
             503: OpenApiResponse(
-                description="The task queue is unavailable or full; retry after Retry-After."
+                ERROR_SCHEMA,
+                description="The task queue is unavailable or full; retry after Retry-After.",
             ),
-            507: OpenApiResponse(description="The server is short of disk space."),
+            507: OpenApiResponse(ERROR_SCHEMA, description="The server is short of disk space."),
         },
     )
     def create(self, request, *args, **kwargs):

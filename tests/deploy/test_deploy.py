@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -229,7 +230,9 @@ def saved_titles(stack, prefix: str) -> dict[str, int]:
 @dataclass
 class Users:
     load: list
-    exporter: User
+    # A new exporter for each phase: a phase asks for up to MAX_EXPORTS exports, and the daily
+    # export quota (EXPORT_MAX_PER_USER_PER_DAY) counts per user, whatever the phase.
+    new_exporter: Callable[[], User]
     bulk: User
 
 
@@ -247,7 +250,7 @@ def as_user(client, seed: bool = True) -> User:
 def users(make_user) -> Users:
     return Users(
         [as_user(make_user(f"load{i}")) for i in range(THREADS)],
-        as_user(make_user("exports")),
+        lambda: as_user(make_user("exports")),
         as_user(make_user("bulk"), seed=False),
     )
 
@@ -287,7 +290,8 @@ def run_phase(stack, base_url, users, name, tree, target, env, watcher=None) -> 
     """make TARGET in tree under load; watcher.on_line sees make's output lines as they come."""
     before = snapshot(stack)
     logs = NginxLogs(stack)
-    load = Load(base_url, users.load, users.exporter, prefix=f"deploy {RUN} {name}")
+    exporter = users.new_exporter()
+    load = Load(base_url, users.load, exporter, prefix=f"deploy {RUN} {name}")
     on_line = None
     if watcher is not None:
         watcher.load = load
@@ -298,7 +302,7 @@ def run_phase(stack, base_url, users, name, tree, target, env, watcher=None) -> 
         time.sleep(3)  # and goes on against what make left running
     entries = logs.collect()
     save_output(name, run)
-    exports = wait_exports_done(base_url, users.exporter, load.export_ids)
+    exports = wait_exports_done(base_url, exporter, load.export_ids)
     return Phase(name, run, load, entries, before, snapshot(stack), exports)
 
 

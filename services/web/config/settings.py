@@ -296,6 +296,16 @@ EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=3)
 EXPORT_TASK_TIME_LIMIT = env.int("EXPORT_TASK_TIME_LIMIT", default=300)
 EXPORT_SWEEP_INTERVAL_SECONDS = env.int("EXPORT_SWEEP_INTERVAL_SECONDS", default=10)
 EXPORT_PURGE_INTERVAL_SECONDS = env.int("EXPORT_PURGE_INTERVAL_SECONDS", default=3600)
+# Quotas (docs/reliability.md, "Threats and limits"); 0 turns a cap off. Per user: exports
+# queued or running at once, and exports asked for in any 24 hours (both 429). All users: exports
+# queued or running at once, which bounds the broker's backlog in Redis (503).
+EXPORT_MAX_ACTIVE_PER_USER = env.int("EXPORT_MAX_ACTIVE_PER_USER", default=5)
+EXPORT_MAX_PER_USER_PER_DAY = env.int("EXPORT_MAX_PER_USER_PER_DAY", default=100)
+EXPORT_MAX_ACTIVE_TOTAL = env.int("EXPORT_MAX_ACTIVE_TOTAL", default=1000)
+# Free space the media volume keeps (it shares a disk with PostgreSQL, Redis and backups): an
+# export is refused (507), and a running one stops, below the larger of the two.
+EXPORT_MIN_FREE_BYTES = env.int("EXPORT_MIN_FREE_BYTES", default=1024**3)
+EXPORT_MIN_FREE_PERCENT = env.float("EXPORT_MIN_FREE_PERCENT", default=5.0)
 
 # --- Celery -----------------------------------------------------------------------------------
 

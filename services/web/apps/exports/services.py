@@ -1,9 +1,12 @@
 """Export business logic. Views and Celery tasks call these functions; nothing else does."""
 
 import csv
+import errno
 import json
 import logging
+import math
 import os
+import shutil
 import threading
 import uuid
 from datetime import timedelta
@@ -11,10 +14,12 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
+from apps.exports import selectors as export_selectors
 from apps.exports.models import Export
 from apps.posts import selectors
 
@@ -25,10 +30,37 @@ CSV_COLUMNS = ["id", "title", "body", "created_at", "updated_at"]
 _CHUNK_SIZE = 2000
 # What the owner of an export that failed unexpectedly reads in its `error`.
 WRITE_FAILED = "The export could not be written because of an internal error; request a new one."
+# ... and when the media volume ran short of space (nothing of the file is left behind).
+NO_SPACE = "The export was stopped: the server is short of disk space. Request it again later."
+# Rows written between two checks of the media volume's free space (one statvfs call each).
+_SPACE_CHECK_ROWS = 500
+# The daily cap counts the exports asked for in the last DAY (a sliding window).
+DAY = timedelta(hours=24)
+# Retry-After when a user has EXPORT_MAX_ACTIVE_PER_USER exports in progress: a small export
+# takes well under a second, a large one minutes; nobody can know when one will finish.
+ACTIVE_RETRY_AFTER_SECONDS = 10
+# Retry-After when EXPORT_MAX_ACTIVE_TOTAL exports are in progress (the worker is behind).
+QUEUE_FULL_RETRY_AFTER_SECONDS = 30
 
 
 class QueueUnavailableError(Exception):
     """The broker could not be reached: the export was not queued."""
+
+
+class QuotaExceededError(Exception):
+    """The user may not ask for another export yet; ``retry_after`` seconds from now they may."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueFullError(QuotaExceededError):
+    """EXPORT_MAX_ACTIVE_TOTAL exports of all users are queued or running."""
+
+
+class InsufficientStorageError(Exception):
+    """The media volume has less free space than EXPORT_MIN_FREE_BYTES / _PERCENT keep."""
 
 
 def export_path(export: Export) -> Path:
@@ -58,10 +90,69 @@ def enqueue(export: Export) -> None:
         raise QueueUnavailableError(str(exc)) from exc
 
 
+# --- Quotas and free space ------------------------------------------------------------------------
+
+
+def media_space_check() -> None:
+    """Raise InsufficientStorageError when the media volume's free space (as the app's user may
+    use it) is below the larger of EXPORT_MIN_FREE_BYTES and EXPORT_MIN_FREE_PERCENT of it."""
+    folder = Path(settings.MEDIA_ROOT)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # MEDIA_ROOT not made yet: the disk it will be on
+    usage = shutil.disk_usage(folder)
+    keep = max(settings.EXPORT_MIN_FREE_BYTES, usage.total * settings.EXPORT_MIN_FREE_PERCENT / 100)
+    if usage.free < keep:
+        raise InsufficientStorageError(f"{usage.free} bytes free on {folder}, {keep:.0f} kept")
+
+
+def _quota_check(user, now) -> None:
+    """Raise QuotaExceededError (or QueueFullError) when ``user`` may not ask for an export now.
+    Called with ``user``'s row locked, so the counts cannot change under it."""
+    active_cap = settings.EXPORT_MAX_ACTIVE_PER_USER
+    if active_cap and export_selectors.export_active_count(owner=user) >= active_cap:
+        raise QuotaExceededError(
+            f"You have {active_cap} exports in progress, the most allowed at once; request "
+            "another when one has finished.",
+            ACTIVE_RETRY_AFTER_SECONDS,
+        )
+    daily_cap = settings.EXPORT_MAX_PER_USER_PER_DAY
+    if daily_cap:
+        times = export_selectors.export_created_times(user, since=now - DAY)
+        if len(times) >= daily_cap:
+            # The request that brings the window under the cap ages out first.
+            frees_at = times[len(times) - daily_cap] + DAY
+            raise QuotaExceededError(
+                f"You have asked for {daily_cap} exports in the last 24 hours, the most "
+                "allowed; the next one can be asked for when the oldest is 24 hours old.",
+                max(1, math.ceil((frees_at - now).total_seconds())),
+            )
+    total_cap = settings.EXPORT_MAX_ACTIVE_TOTAL
+    if total_cap and export_selectors.export_active_count() >= total_cap:
+        raise QueueFullError(
+            "The export queue is full; try again later.", QUEUE_FULL_RETRY_AFTER_SECONDS
+        )
+
+
+def _export_create(user, export_format: str) -> Export:
+    """Create the export row if ``user``'s quotas allow it. Concurrent requests of one user
+    queue on a lock of the user's row (FOR NO KEY UPDATE: it blocks only other such locks), so
+    each counts the rows the one before it committed: N parallel requests cannot slip past
+    the cap together. The global cap is counted without a shared lock: it can be overshot by
+    the requests in flight at the same moment (at most the web threads)."""
+    with transaction.atomic():
+        locked = get_user_model().objects.select_for_update(no_key=True).filter(pk=user.pk)
+        list(locked.values_list("pk", flat=True))
+        _quota_check(user, timezone.now())
+        return Export.objects.create(owner=user, format=export_format)
+
+
 def request_export(user, export_format: str) -> Export:
-    """Create an export for ``user`` and queue its task. If the broker is down, no export is
-    left behind and QueueUnavailableError is raised."""
-    export = Export.objects.create(owner=user, format=export_format)
+    """Create an export for ``user`` and queue its task. Raises InsufficientStorageError when
+    the media volume is short of space, QuotaExceededError / QueueFullError over a cap, and
+    QueueUnavailableError when the broker is down; in each case no export is left behind."""
+    media_space_check()
+    # Committed before it is queued: a worker never receives an export it cannot see.
+    export = _export_create(user, export_format)
     try:
         enqueue(export)
     except QueueUnavailableError:
@@ -146,8 +237,18 @@ class _Heartbeat:
             connection.close()  # this thread's own database connection
 
 
+def _space_checked(rows):
+    """``rows``, with the media volume's free space checked before the first and then every
+    _SPACE_CHECK_ROWS: a large export stops (InsufficientStorageError) before it eats the space
+    PostgreSQL and Redis need, not when the disk is full."""
+    for count, row in enumerate(rows):
+        if count % _SPACE_CHECK_ROWS == 0:
+            media_space_check()
+        yield row
+
+
 def _write_rows(export: Export, handle) -> int:
-    rows = (
+    rows = _space_checked(
         selectors.posts_by_author(export.owner_id)
         .order_by("id")
         .values_list(*CSV_COLUMNS)
@@ -197,10 +298,20 @@ def run_export(export_id) -> Export | None:
         return None
     logger.info("export %s running (attempt %s)", export.pk, export.attempts)
     try:
+        media_space_check()
         with _Heartbeat(export.pk):
             count = _write_file(export)
     except SoftTimeLimitExceeded:
         return _fail(export, f"time limit of {settings.EXPORT_TASK_TIME_LIMIT} s exceeded")
+    except InsufficientStorageError as exc:
+        logger.warning("export %s stopped: %s", export.pk, exc)
+        return _fail(export, NO_SPACE)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            logger.exception("export %s failed", export.pk)
+            return _fail(export, WRITE_FAILED)
+        logger.warning("export %s stopped: the disk is full (%s)", export.pk, exc)
+        return _fail(export, NO_SPACE)
     except Exception:
         # The exception (paths, database details) goes to the log, with the export's id;
         # the owner sees a generic reason.

@@ -7,10 +7,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, Throttled
 from rest_framework.response import Response
 
 from apps.core.exceptions import ServiceUnavailable
+from apps.core.schema import ERROR_SCHEMA
 from apps.exports import services
 from apps.exports.models import Export
 from apps.exports.serializers import ExportCreateSerializer, ExportSerializer
@@ -20,6 +21,26 @@ class ExportNotReady(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The export is not ready yet."
     default_code = "export_not_ready"
+
+
+class ExportQuotaExceeded(Throttled):
+    """429 with Retry-After (DRF's exception handler sets it from ``wait``)."""
+
+    default_code = "export_quota_exceeded"
+
+
+class ExportQueueFull(ServiceUnavailable):
+    default_code = "export_queue_full"
+
+    def __init__(self, detail, wait: int):
+        super().__init__(detail)
+        self.wait = wait  # Retry-After, as for Throttled
+
+
+class InsufficientStorage(APIException):
+    status_code = status.HTTP_507_INSUFFICIENT_STORAGE
+    default_detail = "The server is short of disk space; exports are refused until it has more."
+    default_code = "insufficient_storage"
 
 
 @extend_schema_view(
@@ -49,7 +70,16 @@ class ExportViewSet(
         request=ExportCreateSerializer,
         responses={
             202: ExportSerializer,
-            503: OpenApiResponse(description="The task queue is unavailable; try again."),
+            429: OpenApiResponse(
+                ERROR_SCHEMA,
+                description="A quota is used up (exports in progress, or per 24 hours); "
+                "retry after the Retry-After header's seconds.",
+            ),
+            503: OpenApiResponse(
+                ERROR_SCHEMA,
+                description="The task queue is unavailable or full; retry after Retry-After.",
+            ),
+            507: OpenApiResponse(ERROR_SCHEMA, description="The server is short of disk space."),
         },
     )
     def create(self, request, *args, **kwargs):
@@ -57,6 +87,12 @@ class ExportViewSet(
         serializer.is_valid(raise_exception=True)
         try:
             export = services.request_export(request.user, serializer.validated_data["format"])
+        except services.InsufficientStorageError as exc:
+            raise InsufficientStorage() from exc
+        except services.QueueFullError as exc:
+            raise ExportQueueFull(str(exc), exc.retry_after) from exc
+        except services.QuotaExceededError as exc:
+            raise ExportQuotaExceeded(exc.retry_after, str(exc)) from exc
         except services.QueueUnavailableError as exc:
             raise ServiceUnavailable("The export queue is unavailable; try again later.") from exc
         location = request.build_absolute_uri(reverse("export-detail", args=[export.pk]))

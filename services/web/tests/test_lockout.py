@@ -166,7 +166,9 @@ def test_admin_login_fails_closed_when_redis_refuses(client, user, cache_full):
     assert "_auth_user_id" not in client.session
 
 
-def test_other_throttles_stay_open_when_redis_is_full(api_client, auth_client, throttle_rates, cache_full):
+def test_other_throttles_stay_open_when_redis_is_full(
+    api_client, auth_client, throttle_rates, cache_full
+):
     throttle_rates(anon="1/min", user="1/min")
     for _ in range(2):
         assert api_client.get("/api/posts/").status_code == 200

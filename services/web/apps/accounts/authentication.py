@@ -7,7 +7,10 @@ from the moment its deletion commits, on every worker and replica.
 
 import re
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from knox.settings import knox_settings
 from rest_framework.exceptions import AuthenticationFailed
 
 # Knox makes 64 hexadecimal digits; tokens carried over from DRF's authtoken have 40.
@@ -22,3 +25,15 @@ class TokenAuthentication(KnoxTokenAuthentication):
         if not _TOKEN.fullmatch(token):
             raise AuthenticationFailed("Invalid token.")
         return super().authenticate_credentials(token)
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """The schema's ``tokenAuth``: ``Authorization: Token <token>``, as before knox."""
+
+    target_class = TokenAuthentication
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix=knox_settings.AUTH_HEADER_PREFIX
+        )

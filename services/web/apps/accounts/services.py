@@ -14,11 +14,8 @@ def token_create(*, user) -> tuple[AuthToken, str]:
     AuthToken.objects.filter(user=user, expiry__lt=timezone.now()).delete()
     row, token = AuthToken.objects.create(user=user)
     keep = max(settings.TOKENS_PER_USER, 1)
-    stale = list(
-        AuthToken.objects.filter(user=user)
-        .order_by("-created")
-        .values_list("pk", flat=True)[keep:]
-    )
+    newest_first = AuthToken.objects.filter(user=user).order_by("-created")
+    stale = list(newest_first.values_list("pk", flat=True)[keep:])
     if stale:
         AuthToken.objects.filter(pk__in=stale).delete()
     return row, token

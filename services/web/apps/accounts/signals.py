@@ -23,9 +23,8 @@ def _revoke_tokens_on_credential_change(sender, instance, raw, update_fields, **
         return
     if update_fields is not None and not _CREDENTIAL_FIELDS & set(update_fields):
         return
-    stored = (
-        sender._default_manager.filter(pk=instance.pk).values("password", "is_active").first()
-    )
+    stored = sender._default_manager.filter(pk=instance.pk)
+    stored = stored.values("password", "is_active").first()
     if stored is None:
         return
     deactivated = stored["is_active"] and not instance.is_active

@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import time
 import uuid
-from urllib.parse import urlsplit
 
 import pytest
 from abuselib import record_figures, timed
@@ -79,9 +78,10 @@ def token_login(base_url: str, username: str, password: str):
         return timed(c.post, TOKEN_URL, json={"username": username, "password": password})
 
 
-def admin_login(base_url: str, username: str, password: str):
-    """One admin login as a browser does it: the form (CSRF cookie), then the POST."""
-    origin = f"https://localhost:{urlsplit(base_url).port}"
+def admin_login(stack, base_url: str, username: str, password: str):
+    """One admin login as a browser does it: the form (CSRF cookie), then the POST, from the
+    site's public origin (nginx passes the Host without the test's port)."""
+    origin = env_value(stack, "DJANGO_CSRF_TRUSTED_ORIGINS", "https://localhost").split(",")[0]
     with Client(base_url) as browser:
         page = browser.get(ADMIN_LOGIN)
         assert page.status_code == 200, page.status_code
@@ -141,7 +141,7 @@ def test_token_brute_force_on_one_username(request, base_url, users, lockout_att
 
 
 @pytest.mark.usefixtures("login_counters")
-def test_admin_brute_force_on_one_username(request, base_url, users, lockout_attempts):
+def test_admin_brute_force_on_one_username(request, stack, base_url, users, lockout_attempts):
     """The same on /admin/login/, which has no per-address limit in the app: the form says
     "wrong password" DJANGO_LOGIN_LOCKOUT_ATTEMPTS times, then that the username is locked,
     also for the right password; another staff user gets in meanwhile."""
@@ -149,7 +149,7 @@ def test_admin_brute_force_on_one_username(request, base_url, users, lockout_att
     other, other_password = users("admin-bystander", staff=True)
     attempts = lockout_attempts + 5
     started = time.monotonic()
-    answers = [admin_login(base_url, victim, f"guess-{i}") for i in range(attempts)]
+    answers = [admin_login(stack, base_url, victim, f"guess-{i}") for i in range(attempts)]
     elapsed = time.monotonic() - started
     kinds = []
     for r, _ in answers:
@@ -159,9 +159,9 @@ def test_admin_brute_force_on_one_username(request, base_url, users, lockout_att
         )
     assert kinds == ["hashed"] * lockout_attempts + ["locked"] * 5, kinds
 
-    right, _ = admin_login(base_url, victim, victim_password)
+    right, _ = admin_login(stack, base_url, victim, victim_password)
     assert right.status_code == 200 and LOCKED_ADMIN in right.text, right.status_code
-    theirs, other_seconds = admin_login(base_url, other, other_password)
+    theirs, other_seconds = admin_login(stack, base_url, other, other_password)
     assert theirs.status_code == 302, theirs.status_code
     assert theirs.headers["Location"] == "/admin/"
 
@@ -227,7 +227,7 @@ def test_logins_are_refused_while_redis_is_full(request, stack, base_url, users)
         assert token.status_code == 503, token.text
         assert token.json()["error"]["code"] == "login_unavailable"
         assert int(token.headers["Retry-After"]) > 0
-        admin, _ = admin_login(base_url, username, password)
+        admin, _ = admin_login(stack, base_url, username, password)
         assert admin.status_code == 200 and UNAVAILABLE_ADMIN in admin.text, admin.status_code
         with Client(base_url) as c:
             reads = c.get("/api/posts/", params={"page_size": 1})

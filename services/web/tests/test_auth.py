@@ -151,12 +151,19 @@ def test_login_attempts_are_throttled(api_client, user, throttle_rates):
 # --- Revocation: nothing is cached, so it holds from the commit on ----------------------------
 
 
-def test_every_request_reads_the_token_from_the_database(auth_client):
-    """No cache in front of the tokens: a deleted row is refused by the very next request."""
+def test_every_request_reads_the_token_from_the_database_once(auth_client):
+    """No cache in front of the tokens (a deleted row is refused by the very next request), and
+    one query for the token and its user."""
     for _ in range(2):
         with CaptureQueriesContext(connection) as queries:
             assert auth_client.get(ME_URL).status_code == 200
-        assert sum("knox_authtoken" in q["sql"] for q in queries.captured_queries) >= 1
+        assert sum("knox_authtoken" in q["sql"] for q in queries.captured_queries) == 1
+
+
+def test_a_token_of_a_deactivated_user_is_401(user):
+    _, token = token_create(user=user)
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)  # no signal
+    assert client_with(token).get(ME_URL).status_code == 401
 
 
 def test_logout_revokes_only_this_token(api_client, user):

@@ -17,9 +17,11 @@ BENCH_SCENARIOS (e.g. "S3,S7"), BENCH_CONNECTIONS ("32,64"), BENCH_SMALL_EXPORTS
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -347,10 +349,18 @@ def seed(stack: Stack) -> dict:
                                is_staff, is_active, date_joined)
         SELECT '!', false, 'bench' || lpad(i::text, 3, '0'), '', '', '', false, true, now()
         FROM generate_series(1, {USERS}) AS i;
-        INSERT INTO authtoken_token (key, created, user_id)
-        SELECT md5(random()::text || id) || substr(md5(random()::text), 1, 8), now(), id
-        FROM auth_user WHERE username LIKE 'bench%';
     """)
+    # API tokens as knox stores them (apps/accounts): the SHA-512 digest and the first 15
+    # characters; the tokens themselves stay here, for the load generator.
+    ids = stack.psql(
+        "SELECT id FROM auth_user WHERE username LIKE 'bench%' ORDER BY id;"
+    ).split()
+    tokens = [secrets.token_hex(32) for _ in ids]
+    rows = ", ".join(
+        f"('{hashlib.sha512(t.encode()).hexdigest()}', '{t[:15]}', {int(i)}, now())"
+        for t, i in zip(tokens, ids, strict=True)
+    )
+    stack.psql(f"INSERT INTO knox_authtoken (digest, token_key, user_id, created) VALUES {rows};")
     batch = 10_000
     for low in range(1, POSTS + 1, batch):
         high = min(low + batch - 1, POSTS)
@@ -368,10 +378,6 @@ def seed(stack: Stack) -> dict:
         """)
         log(f"seed: posts {high:,}/{POSTS:,}")
     stack.psql("VACUUM ANALYZE;")
-    tokens = stack.psql(
-        "SELECT key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id "
-        "WHERE u.username LIKE 'bench%' ORDER BY u.id;"
-    ).split()
     low, high = stack.psql("SELECT min(id) || ' ' || max(id) FROM posts_post;").split()
     seconds = round(time.monotonic() - start, 1)
     log(f"seed: {USERS} users, {POSTS:,} posts in {seconds}s")

@@ -59,7 +59,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -107,6 +107,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# The per-username lockout (apps/accounts/lockout.py) counts every password check before the
+# hasher runs; Django's own ModelBackend does the check.
+AUTHENTICATION_BACKENDS = ["apps.accounts.backends.LockoutModelBackend"]
 
 if TESTING:
     # Password hashing dominates test time otherwise; never used outside the test suite.
@@ -206,7 +210,7 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     # Token first: unauthenticated requests then get 401 with WWW-Authenticate, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "apps.accounts.authentication.CachedTokenAuthentication",
+        "apps.accounts.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
@@ -259,9 +263,26 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Token -> user lookups cached this long in the shared cache (0: ask the database every time);
-# deleting a token or saving its user drops the entry at once (apps/accounts/authentication.py).
-TOKEN_CACHE_SECONDS = env.int("DJANGO_TOKEN_CACHE_SECONDS", default=60)
+# --- API tokens and logins (apps/accounts) ------------------------------------------------------
+
+# API tokens (django-rest-knox): only a SHA-512 digest is stored, so the database and its
+# backups hold no usable token; every request reads the token from the database, so a revoked
+# token (logout, password change, deactivation, deletion) fails from the commit on.
+# DJANGO_TOKEN_TTL_HOURS: a token's lifetime (0: never expires). DJANGO_TOKENS_PER_USER: a new
+# login beyond this many live tokens of one user deletes that user's oldest tokens.
+TOKEN_TTL_HOURS = env.int("DJANGO_TOKEN_TTL_HOURS", default=0)
+TOKENS_PER_USER = env.int("DJANGO_TOKENS_PER_USER", default=10)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=TOKEN_TTL_HOURS) if TOKEN_TTL_HOURS > 0 else None,
+    "AUTO_REFRESH": False,
+    "AUTH_HEADER_PREFIX": "Token",
+}
+# Per-username lockout for the token endpoint and /admin/login/: a username gets
+# DJANGO_LOGIN_LOCKOUT_ATTEMPTS password checks per window of DJANGO_LOGIN_LOCKOUT_SECONDS,
+# which opens at the first attempt (a cool-off: never longer). A successful login closes it.
+# Counted in Redis; if Redis refuses, logins are refused (503) rather than let through unlimited.
+LOGIN_LOCKOUT_ATTEMPTS = env.int("DJANGO_LOGIN_LOCKOUT_ATTEMPTS", default=5)
+LOGIN_LOCKOUT_SECONDS = env.int("DJANGO_LOGIN_LOCKOUT_SECONDS", default=900)
 
 # Unfiltered lists of a table with more rows than this report PostgreSQL's row estimate as
 # `count` instead of running COUNT(*) on every page (0: always exact).

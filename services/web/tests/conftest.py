@@ -1,9 +1,9 @@
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.accounts.services import token_create
 from apps.core.pagination import forget_estimates
 from config.celery import app as celery_app
 from tests.factories import PostFactory, UserFactory
@@ -69,16 +69,16 @@ def other_user(db):
 @pytest.fixture
 def auth_client(user):
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, token = token_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 
 @pytest.fixture
 def other_client(other_user):
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=other_user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, token = token_create(user=other_user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 

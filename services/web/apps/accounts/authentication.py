@@ -1,55 +1,56 @@
-"""Token authentication with the token -> user lookup kept in the shared cache (Redis).
+"""Token authentication on django-rest-knox's tokens: only a SHA-512 digest of each token is
+stored (``knox_authtoken``), and every request reads the token with its user from the database.
+Nothing is cached, so a revoked token (logout, password change, deactivation, user deleted:
+apps/accounts/services.py, signals.py) is refused from the moment its deletion commits, on every
+worker and replica.
 
-DRF's ``TokenAuthentication`` runs a joined query on every request; on a page of posts it was
-about a fifth of the request's CPU (profiled with py-spy). Here the user is read from the cache
-and the database is asked only on a miss. The cache is shared by every gunicorn worker and
-replica, and ``apps.accounts.signals`` deletes the entry when the token is deleted or its user
-saved (deactivated, renamed) or deleted, so revocation still takes effect at once. Changes that
-bypass signals (``QuerySet.update``) take effect within ``DJANGO_TOKEN_CACHE_SECONDS``.
-The cache key is a hash of the token, never the token itself; the value is the user row as the
-database has it (password hash included), in the stack's Redis, which only the backend network
-reaches and which requires its password. With the cache down, requests are authenticated from
-the database as usual.
+The lookup is one primary-key query: the digest is the table's primary key and knox's hash is
+unsalted, so the digest of the token sent finds its row directly. Knox's own class looks rows
+up by the token's first 15 characters, compares digests, then reads all of the user's tokens to
+delete expired ones: two queries per request (docs/benchmarks.md, "Token lookups without a
+cache"). Expired tokens are deleted here when used, and at each login (``token_create``).
+Knox's ``AUTO_REFRESH`` is not supported (off in config/settings.py).
 """
 
-import hashlib
-import logging
+import re
 
-from django.conf import settings
-from django.core.cache import cache
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from knox.crypto import hash_token
+from knox.models import get_token_model
+from knox.settings import knox_settings
+from rest_framework.exceptions import AuthenticationFailed
 
-logger = logging.getLogger(__name__)
-
-
-def token_cache_key(key: str) -> str:
-    return "auth:token:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def forget_token(key: str) -> None:
-    try:
-        cache.delete(token_cache_key(key))
-    except Exception as exc:  # the entry expires on its own
-        logger.warning("could not drop a cached token: %s", exc)
+# Knox makes 64 hexadecimal digits; tokens carried over from DRF's authtoken have 40. Anything
+# else (NUL bytes, non-UTF-8) is refused before the database, where it could be a 500.
+_TOKEN = re.compile(rb"[0-9a-f]{40,128}")
 
 
-class CachedTokenAuthentication(TokenAuthentication):
-    def authenticate_credentials(self, key):
-        seconds = settings.TOKEN_CACHE_SECONDS
-        if not seconds:
-            return super().authenticate_credentials(key)
-        name = token_cache_key(key)
-        try:
-            user = cache.get(name)
-        except Exception as exc:
-            logger.warning("token cache unavailable, using the database: %s", exc)
-            return super().authenticate_credentials(key)
-        if user is not None and user.is_active:
-            return user, Token(key=key, user=user)
-        user, token = super().authenticate_credentials(key)
-        try:
-            cache.set(name, user, seconds)
-        except Exception as exc:
-            logger.warning("could not cache a token: %s", exc)
-        return user, token
+class TokenAuthentication(KnoxTokenAuthentication):
+    """``Authorization: Token <token>`` against knox's table, in one query."""
+
+    def authenticate_credentials(self, token: bytes):
+        if not _TOKEN.fullmatch(token):
+            raise AuthenticationFailed("Invalid token.")
+        model = get_token_model()
+        row = model.objects.select_related("user").filter(pk=hash_token(token.decode())).first()
+        if row is None:
+            raise AuthenticationFailed("Invalid token.")
+        if row.expiry is not None and row.expiry < timezone.now():
+            row.delete()
+            raise AuthenticationFailed("Invalid token.")
+        return self.validate_user(row)
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """The schema's ``tokenAuth``: ``Authorization: Token <token>``, as before knox."""
+
+    target_class = TokenAuthentication
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix=knox_settings.AUTH_HEADER_PREFIX
+        )

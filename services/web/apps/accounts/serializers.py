@@ -17,6 +17,11 @@ class MeSerializer(serializers.ModelSerializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField(read_only=True)
+    expiry = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the token stops working; null: it never expires (DJANGO_TOKEN_TTL_HOURS).",
+    )
 
 
 class LoginSerializer(StrictInputMixin, AuthTokenSerializer):

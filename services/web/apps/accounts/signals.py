@@ -1,20 +1,32 @@
-"""Drop cached token lookups (apps.accounts.authentication) when what they say changes."""
+"""A user's tokens are revoked when the password changes or the account is deactivated, however
+the user is saved: the API, the admin (password form, "active" box), ``manage.py
+changepassword``, ``set_password`` + ``save``. Deleting the user deletes its tokens (cascade).
+
+The revocation runs in the saving transaction, so it takes effect when the save commits (knox
+reads tokens from the database on every request; nothing caches them). Saves limited to other
+fields (``update_fields``, e.g. ``last_login`` at each login) cost nothing; any other save one
+primary-key read of the stored row.
+"""
 
 from django.conf import settings
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import pre_save
 from django.dispatch import receiver
-from rest_framework.authtoken.models import Token
 
-from apps.accounts.authentication import forget_token
+from apps.accounts.services import user_tokens_revoke
 
-
-@receiver(post_delete, sender=Token)
-def _token_deleted(sender, instance, **kwargs) -> None:
-    forget_token(instance.key)
+_CREDENTIAL_FIELDS = {"password", "is_active"}
 
 
-@receiver(post_save, sender=settings.AUTH_USER_MODEL)
-@receiver(post_delete, sender=settings.AUTH_USER_MODEL)
-def _user_changed(sender, instance, **kwargs) -> None:
-    for key in Token.objects.filter(user_id=instance.pk).values_list("key", flat=True):
-        forget_token(key)
+@receiver(pre_save, sender=settings.AUTH_USER_MODEL)
+def _revoke_tokens_on_credential_change(sender, instance, raw, update_fields, **kwargs) -> None:
+    if raw or instance.pk is None:
+        return
+    if update_fields is not None and not _CREDENTIAL_FIELDS & set(update_fields):
+        return
+    stored = sender._default_manager.filter(pk=instance.pk)
+    stored = stored.values("password", "is_active").first()
+    if stored is None:
+        return
+    deactivated = stored["is_active"] and not instance.is_active
+    if stored["password"] != instance.password or deactivated:
+        user_tokens_revoke(user_id=instance.pk)

@@ -30,3 +30,20 @@ class QueryTimeout(exceptions.APIException):
     status_code = status.HTTP_504_GATEWAY_TIMEOUT
     default_detail = "The request took too long and was stopped; try a narrower one."
     default_code = "query_timeout"
+
+
+class LoginLocked(exceptions.Throttled):
+    """Too many password checks for one username in the lockout window
+    (``DJANGO_LOGIN_LOCKOUT_ATTEMPTS`` per ``DJANGO_LOGIN_LOCKOUT_SECONDS``): 429 with
+    ``Retry-After``, answered before the password is hashed."""
+
+    default_detail = "Too many login attempts for this username; try again later."
+    default_code = "login_locked"
+
+
+class LoginUnavailable(ServiceUnavailable):
+    """The login counters (Redis) refused a write: logins are refused rather than let through
+    without a limit (the login throttle and the lockout fail closed)."""
+
+    default_detail = "Login is temporarily unavailable; try again shortly."
+    default_code = "login_unavailable"

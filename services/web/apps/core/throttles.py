@@ -3,7 +3,9 @@
 DRF's throttles copy ``DEFAULT_THROTTLE_RATES`` into a class attribute at import, so a change of
 settings (tests, ``override_settings``) would be ignored. Counters live in the default cache:
 Redis when ``REDIS_URL`` is set, hence shared by every gunicorn worker and replica. If the cache
-is unreachable the throttles let requests through (and log it) instead of failing them.
+refuses (down, or full under ``noeviction``) the anon and user throttles let requests through
+(and log it) instead of failing them; the login throttle refuses instead (503
+``login_unavailable``): password guessing must not get faster when Redis is in trouble.
 """
 
 import logging
@@ -11,6 +13,8 @@ import logging
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import throttling
 from rest_framework.settings import api_settings
+
+from apps.core.exceptions import LoginUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +27,8 @@ class _RateFromSettingsMixin:
     request (up to 1,000 entries per user at the default rate)."""
 
     scope: str
+    # True: with the cache unavailable, refuse (503) instead of letting the request through.
+    fail_closed = False
 
     def get_rate(self):
         rates = api_settings.DEFAULT_THROTTLE_RATES
@@ -31,8 +37,8 @@ class _RateFromSettingsMixin:
         return rates[self.scope]
 
     def allow_request(self, request, view):
-        # Fail open: with the cache (Redis) down, serve the request unthrottled rather than
-        # answer 500 to everyone; /readyz reports the cache as failing meanwhile.
+        # Fail open (unless fail_closed): with the cache (Redis) down, serve the request
+        # unthrottled rather than answer 500 to everyone; /readyz reports the cache as failing.
         try:
             if self.rate is None or not hasattr(self.cache, "hit"):
                 return super().allow_request(request, view)
@@ -42,6 +48,9 @@ class _RateFromSettingsMixin:
             hits, self.left = self.cache.hit(self.key, self.duration)
             return hits <= self.num_requests
         except Exception as exc:
+            if self.fail_closed:
+                logger.warning("throttle %s refused, cache unavailable: %s", self.scope, exc)
+                raise LoginUnavailable() from exc
             logger.warning("throttle %s skipped, cache unavailable: %s", self.scope, exc)
             return True
 
@@ -60,9 +69,10 @@ class UserRateThrottle(_RateFromSettingsMixin, throttling.UserRateThrottle):
 
 class LoginRateThrottle(_RateFromSettingsMixin, throttling.SimpleRateThrottle):
     """Attempts at the token endpoint, per client address whoever is logged in
-    (``DJANGO_THROTTLE_LOGIN``): slows down password guessing."""
+    (``DJANGO_THROTTLE_LOGIN``): slows down password guessing. Fails closed."""
 
     scope = "login"
+    fail_closed = True
 
     def get_cache_key(self, request, view):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

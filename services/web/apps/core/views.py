@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 # name in the answer -> URL name
 API_ENDPOINTS = {
     "token": "auth-token",
+    "logout": "auth-logout",
     "me": "me",
     "posts": "post-list",
     "exports": "export-list",

@@ -19,11 +19,13 @@ main() {
 	mkdir -p "$dir"
 	install -m 0644 "$src/fullchain.pem" "$dir/fullchain.pem.new"
 	install -m 0600 "$src/privkey.pem" "$dir/privkey.pem.new"
-	# nginx runs as uid 33: its group may read the key (as root), else everyone must.
+	# nginx runs as uid 33 (no capabilities, never root): as root, the key becomes that uid's
+	# alone (mode 0400, group root), no host group's; else everyone must read it (docs/tls.md).
 	if [ "$(id -u)" = 0 ]; then
-		chgrp 33 "$dir/privkey.pem.new" && chmod 0640 "$dir/privkey.pem.new"
+		chown 33:0 "$dir/privkey.pem.new" && chmod 0400 "$dir/privkey.pem.new"
 	else
 		chmod 0644 "$dir/privkey.pem.new"
+		say "WARNING: not root: privkey.pem is world-readable (run the hook as root, as certbot does)"
 	fi
 	mv -f "$dir/fullchain.pem.new" "$dir/fullchain.pem"
 	mv -f "$dir/privkey.pem.new" "$dir/privkey.pem"

@@ -56,10 +56,10 @@ key_permissions() {
 	chmod 0644 "$dir/fullchain.pem" "$dir/ca.pem"
 	chmod 0755 "$dir"
 	if [ "$(id -u)" = 0 ]; then
-		chgrp 33 "$dir/privkey.pem" && chmod 0640 "$dir/privkey.pem"
+		chown 33:0 "$dir/privkey.pem" && chmod 0400 "$dir/privkey.pem"
 	else
 		chmod 0644 "$dir/privkey.pem"
-		say "note: privkey.pem is world-readable (not root, cannot give it to nginx's group 33); fine for trying, see docs/tls.md"
+		say "note: privkey.pem is world-readable (not root, cannot give it to nginx's uid 33); fine for trying, see docs/tls.md"
 	fi
 }
 

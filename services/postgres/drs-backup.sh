@@ -142,7 +142,8 @@ total_rows() { awk '{n += $2} END {print n + 0}' "$1/rows.txt"; }
 write_backup() { # write_backup DIR   (returns non-zero on any failure)
 	local dir=$1
 	dump_database "$dir" || return 1
-	pg_dumpall --globals-only --file="$dir/globals.sql" || return 1
+	# Without the password hashes: a backup holds no credential (and pg_authid is for superusers).
+	pg_dumpall --globals-only --no-role-passwords --file="$dir/globals.sql" || return 1
 	archive_media "$dir" || return 1
 	(cd "$dir" && sha256sum -- * >SHA256SUMS) || return 1
 }

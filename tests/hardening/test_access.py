@@ -42,17 +42,25 @@ def test_redis_refuses_no_password_and_a_wrong_one(stack):
 
 def test_postgres_uses_scram_sha_256(stack):
     env = env_values(stack)
+    user, db = env.get("POSTGRES_USER", "app"), env.get("POSTGRES_DB", "app")
+    # The app's login over TCP, refusing anything weaker than SCRAM.
+    login = stack.compose(
+        "exec", "-T", "-e", f"PGPASSWORD={env['POSTGRES_PASSWORD']}", "-e", "PGREQUIREAUTH=scram-sha-256",
+        "postgres", "psql", "-h", "127.0.0.1", "-U", user, "-d", db, "-Atc", "SELECT current_user",
+    ).split()  # fmt: skip
+    assert login == [user], login
+    # The catalogs (pg_authid, pg_hba_file_rules) are the superuser's: over the socket, inside.
     sql = (
         "SHOW password_encryption; "
-        "SELECT string_agg(DISTINCT auth_method, ',') FROM pg_hba_file_rules WHERE type LIKE 'host%'; "
-        "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = current_user;"
+        "SELECT string_agg(DISTINCT auth_method, ',' ORDER BY auth_method) FROM pg_hba_file_rules "
+        "WHERE type LIKE 'host%'; "
+        f"SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = '{user}';"
     )
     out = stack.compose(
-        "exec", "-T", "-e", f"PGPASSWORD={env['POSTGRES_PASSWORD']}", "postgres",
-        "psql", "-h", "127.0.0.1", "-U", env.get("POSTGRES_USER", "app"),
-        "-d", env.get("POSTGRES_DB", "app"), "-Atc", sql,
+        "exec", "-T", "postgres", "psql", "-U", "postgres", "-d", db, "-Atc", sql,
     ).split()  # fmt: skip
-    assert out == ["scram-sha-256", "scram-sha-256", "SCRAM-SHA-256$"], out
+    # reject: the superuser's line (services/postgres/README.md, "Roles")
+    assert out == ["scram-sha-256", "reject,scram-sha-256", "SCRAM-SHA-256$"], out
 
 
 def probe_from(stack, network: str, service: str, port: int) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
 import time
 import uuid
@@ -242,6 +243,17 @@ def _hook(stack, lineage: str) -> None:
     assert done.returncode == 0, done.stderr + done.stdout
 
 
+def _assert_key_is_nginx_uid_only(key: str) -> None:
+    """docs/tls.md: installed as root, the key is readable by nginx's uid (33) alone, no host
+    group's; not as root it has to be world-readable (and the hook warns)."""
+    info = os.stat(key)
+    owner_mode = (info.st_uid, oct(stat.S_IMODE(info.st_mode)))
+    if os.geteuid() == 0:
+        assert owner_mode == (33, "0o400"), owner_mode
+    else:
+        assert stat.S_IMODE(info.st_mode) == 0o644, oct(info.st_mode)
+
+
 def test_renewed_certificate_installed_by_the_certbot_hook_without_restarting_nginx(
     stack, base_url, tmp_path
 ):
@@ -256,6 +268,7 @@ def test_renewed_certificate_installed_by_the_certbot_hook_without_restarting_ng
     subprocess.run([certs_script, "localhost", str(renewed)], check=True, capture_output=True)
     try:
         _hook(stack, str(renewed))
+        _assert_key_is_nginx_uid_only(os.path.join(certs, "privkey.pem"))
         _wait_served_by(stack, base_url, str(renewed / "ca.pem"), retired=CA_BUNDLE)
     finally:
         _hook(stack, str(original))

@@ -93,8 +93,9 @@ body_slots() {
 
 # Address lists (space or comma separated) as one directive per entry: "allow 10.0.0.0/8;".
 address_lines() {
-	local directive=$1 list=$2 entry
-	for entry in ${list//,/ }; do
+	local directive=$1 list=$2 entry entries
+	IFS=', ' read -r -a entries <<<"$list"
+	for entry in ${entries[@]+"${entries[@]}"}; do
 		[[ $entry =~ ^[0-9A-Fa-f.:/]+$ ]] || die "$3=$list: '$entry' is not an address or CIDR range"
 		printf '%s %s;\n' "$directive" "$entry"
 	done

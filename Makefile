@@ -87,7 +87,7 @@ certs-selfsigned: ## Self-signed CA + certificate for DOMAIN=... (default localh
 	@scripts/certs-selfsigned.sh "$(or $(DOMAIN),localhost)" "$(or $(CERTS_DIR),certs)"
 
 ## Operating a stack (STACK=dev by default, STACK=prod for the prod stack)
-.PHONY: ps logs migrate makemigrations createsuperuser shell psql
+.PHONY: ps logs migrate makemigrations createsuperuser shell psql readyz
 ps: ## List the stack's containers and their health
 	@$(CHECK)
 	$(COMPOSE) ps -a
@@ -111,6 +111,9 @@ createsuperuser: ## Create a Django superuser interactively
 shell: ## Django shell in the running web container (no statement timeout: DJANGO_DB_STATEMENT_TIMEOUT_MS=0)
 	@$(CHECK)
 	$(COMPOSE) exec -e DJANGO_DB_STATEMENT_TIMEOUT_MS=0 web python manage.py shell
+
+readyz: ## Readiness of the running stack (database, cache, broker) as JSON, asked inside web; exit 1 unless ready
+	@$(COMPOSE) exec -T web python manage.py readyz
 
 psql: ## psql in the running postgres container
 	@$(CHECK)

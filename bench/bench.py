@@ -293,6 +293,9 @@ def make_env_file() -> Path:
         "DJANGO_HSTS_SECONDS": "0",
         "NGINX_HSTS_SECONDS": "0",
         "DJANGO_CSRF_TRUSTED_ORIGINS": "http://localhost",
+        # wrk is one client address with up to 64 connections; a site's users are many
+        # addresses, each under nginx's per-address limit (NGINX_CONN_PER_IP, default 32).
+        "NGINX_CONN_PER_IP": "256",
     }
     for name, value in overrides.items():
         text = re.sub(rf"(?m)^{name}=.*\n", "", text) + f"{name}={value}\n"

@@ -55,15 +55,19 @@ class Stack:
         self.project = project
         self.env_file = env_file
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 180) -> str:
+    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        """`docker compose ARGS` on the stack, whatever its exit status."""
         cmd = [
             "docker", "compose", "-p", self.project, "--env-file", self.env_file,
             "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml", *args,
         ]  # fmt: skip
         env = {**os.environ, "DRS_ENV_FILE": self.env_file}
-        done = subprocess.run(
-            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        return subprocess.run(
+            cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
         )
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 180) -> str:
+        done = self.run(*args, timeout=timeout)
         if check and done.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed: {done.stderr}{done.stdout}")
         return done.stdout
@@ -84,6 +88,13 @@ class Stack:
             "exec", "-T", "-e", "DJANGO_DB_STATEMENT_TIMEOUT_MS=0", "web",
             "python", "manage.py", "shell", "-c", code,
         )  # fmt: skip
+
+    def readyz(self) -> tuple[int, dict]:
+        """(exit status, JSON) of `make readyz`: GET /readyz asked inside the web container, as
+        monitors on the host do (nginx does not serve it to the public)."""
+        done = self.run("exec", "-T", "web", "python", "manage.py", "readyz", timeout=60)
+        assert done.stdout.strip(), f"make readyz printed nothing: {done.stderr}"
+        return done.returncode, json.loads(done.stdout)
 
     def wait_healthy(self, service: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ nginx_require_env() {
 	local var
 	for var in NGINX_SERVER_NAME NGINX_UPSTREAM NGINX_CLIENT_MAX_BODY_SIZE; do
 		if [ -z "${!var:-}" ]; then
-			log "error: $var is empty; set it in the environment (see the README, Configuration)"
+			log "error: $var is empty; set it in the environment (see docs/configuration.md)"
 			exit 1
 		fi
 	done

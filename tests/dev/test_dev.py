@@ -284,10 +284,12 @@ def test_printed_urls_answer(dev):
     assert printed_port(dev.output, "Postgres") == dev.ports["DEV_POSTGRES_PORT"]
     assert printed_port(dev.output, "Redis") == dev.ports["DEV_REDIS_PORT"]
 
-    # "API" is the base the endpoints live under (the README: "API on .../api/"); /api/ itself
-    # has no root view yet (a 404), so the base is proven by what is under it: the posts here,
-    # the token URL printed for the demo user in test_demo_data_and_superuser.
-    posts = requests.get(f"{urls['API'][0]}posts/", timeout=15)
+    # The printed API URL answers with the API root, which lists the endpoints; the posts
+    # collection it names answers too.
+    root = requests.get(urls["API"][0], timeout=15)
+    assert root.status_code == 200, root.text[:300]
+    assert root.json()["posts"] == f"{web}/api/posts/", root.text[:300]
+    posts = requests.get(root.json()["posts"], timeout=15)
     assert posts.status_code == 200, posts.text[:300]
     assert "results" in posts.json()
 

@@ -2,7 +2,7 @@
 
 With nothing set it runs on its own for tests (SQLite file, in-process Celery, local-memory
 cache). Set ``DATABASE_URL`` / ``REDIS_URL`` and it uses PostgreSQL, Redis and a real Celery
-broker. Every variable is documented in the README (``Configuration``).
+broker. Every variable is documented in docs/configuration.md.
 
 With ``DJANGO_DEBUG`` off (the default) a production guard at the end of this module stops
 start-up with one line when a required value is missing.

@@ -2,7 +2,7 @@
 page still reachable; filtered lists and small tables stay exact."""
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from tests.factories import PostFactory, UserFactory
 
@@ -15,12 +15,28 @@ LIST_URL = "/api/posts/"
 
 
 def _set_estimate(rows: int) -> None:
-    """Make the planner's row estimate of the posts table `rows`, as a stale ANALYZE would."""
-    with connection.cursor() as cursor:
+    """Make the planner's row estimate of the posts table `rows`, as a stale ANALYZE would:
+    for a moment (a savepoint) the table holds that many rows and is analysed. ANALYZE writes
+    its estimate in place, outside the transaction, so the estimate stays when the rows roll
+    back (also after the test; the other tests keep the 10,000-row threshold). The app's role
+    owns the table, not the catalog: no superuser needed."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM posts_post")
+        have = cursor.fetchone()[0]
+        if rows > have:
+            cursor.execute(
+                "INSERT INTO posts_post (author_id, title, body, created_at, updated_at) "
+                "SELECT author_id, title, body, created_at, updated_at FROM posts_post "
+                "CROSS JOIN generate_series(1, %s) LIMIT %s",
+                [rows, rows - have],
+            )
+        else:
+            cursor.execute(
+                "DELETE FROM posts_post WHERE id IN (SELECT id FROM posts_post LIMIT %s)",
+                [have - rows],
+            )
         cursor.execute("ANALYZE posts_post")
-        cursor.execute(
-            "UPDATE pg_class SET reltuples = %s WHERE oid = 'posts_post'::regclass", [rows]
-        )
+        transaction.set_rollback(True)
 
 
 def test_large_unfiltered_list_reports_the_estimate(api_client, settings):

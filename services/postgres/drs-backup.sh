@@ -6,13 +6,15 @@
 #                       (restore --check NAME: only check that NAME is intact and restorable)
 #   rotate-backups      keep BACKUP_KEEP_DAILY daily and BACKUP_KEEP_WEEKLY weekly backups, remove the rest
 #   backup-scheduler    loop: a backup every BACKUP_INTERVAL, then rotate (the compose `backup` service)
-#   backup-healthcheck  healthy unless the last backup run failed
+#   backup-healthcheck  healthy unless the last backup run failed or the next backup is overdue by
+#                       more than BACKUP_HEALTH_GRACE (a hung scheduler is not healthy)
 #
 # A backup is a folder BACKUP_DIR/backup-YYYYmmddTHHMMSSZ holding db.dump (pg_dump -Fc), globals.sql
 # (pg_dumpall --globals-only), media.tar.gz, rows.txt (row counts taken in the dump's own snapshot)
 # and SHA256SUMS. It is written under a temporary name and renamed only after it was verified by
 # restoring it into a scratch database and comparing row counts; a failed one is renamed
-# failed-backup-... and never counts as a backup. Connection: the libpq variables (PGHOST, PGUSER,
+# failed-backup-... and never counts as a backup. What a killed run leaves (a .tmp-backup-* folder, a
+# scratch database) is removed by the next run. Connection: the libpq variables (PGHOST, PGUSER,
 # PGPASSWORD, PGDATABASE), defaulting to POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB.
 set -Eeuo pipefail
 umask 077
@@ -20,10 +22,12 @@ umask 077
 BACKUP_DIR="${BACKUP_DIR:-/backups}"
 BACKUP_MEDIA_DIR="${BACKUP_MEDIA_DIR:-/srv/media}"
 BACKUP_INTERVAL="${BACKUP_INTERVAL:-1d}"
+BACKUP_HEALTH_GRACE="${BACKUP_HEALTH_GRACE:-2h}"
 BACKUP_KEEP_DAILY="${BACKUP_KEEP_DAILY:-7}"
 BACKUP_KEEP_WEEKLY="${BACKUP_KEEP_WEEKLY:-4}"
 STATUS_FILE="$BACKUP_DIR/.last-run"
 LOCK_FILE="$BACKUP_DIR/.lock"
+SCHEDULER_FILE="$BACKUP_DIR/.scheduler-started"
 export PGUSER="${PGUSER:-${POSTGRES_USER:-postgres}}"
 export PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-$PGUSER}}"
 if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
@@ -33,7 +37,10 @@ export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-10}"
 
 log() { printf '%s [backup] %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$*" >&2; }
 die() { printf '%s [backup] error: %s\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$*" >&2; exit 1; }
-psql_q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
+# The backup's own sessions run without the server's timeouts (row counts of a large database, a
+# verification restore): a backup of any size must not be cut off by them.
+NO_TIMEOUTS='-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0'
+psql_q() { PGOPTIONS="-c client_min_messages=warning $NO_TIMEOUTS" psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
 # Row count of every table, one "schema.table count" line each, sorted.
 ROW_COUNTS_SQL="SELECT format('%I.%I', n.nspname, c.relname) || ' ' ||
@@ -139,6 +146,23 @@ verify_backup() { # verify_backup DIR   (returns non-zero when the backup does n
 
 total_rows() { awk '{n += $2} END {print n + 0}' "$1/rows.txt"; }
 
+# What a killed run left behind (SIGKILL, OOM, a lost container): its temporary folder and its
+# verification database. Called with the lock held, so no other run is writing them.
+remove_leftovers() {
+	local dir db
+	while IFS= read -r dir; do
+		[ -n "$dir" ] || continue
+		rm -rf -- "${BACKUP_DIR:?}/$dir"
+		log "removed $dir, left by an interrupted run"
+	done < <(find "$BACKUP_DIR" -mindepth 1 -maxdepth 1 -type d -name '.tmp-backup-*' -printf '%f\n')
+	while IFS= read -r db; do
+		[ -n "$db" ] || continue
+		psql_q -d postgres -c "DROP DATABASE IF EXISTS \"$db\";" \
+			&& log "dropped the scratch database $db, left by an interrupted run"
+	done < <(printf '%s\n' "SELECT datname FROM pg_database WHERE starts_with(datname, :'prefix')
+		AND substr(datname, length(:'prefix') + 1) ~ '^[0-9]+$';" | psql_q -d postgres -v prefix="${PGDATABASE}_verify_")
+}
+
 write_backup() { # write_backup DIR   (returns non-zero on any failure)
 	local dir=$1
 	dump_database "$dir" || return 1
@@ -156,6 +180,7 @@ cmd_backup() {
 	name="backup-$(date -u +%Y%m%dT%H%M%SZ)"
 	tmp="$BACKUP_DIR/.tmp-$name"
 	start=$(date +%s)
+	remove_leftovers
 	[ ! -e "$BACKUP_DIR/$name" ] || { sleep 1; name="backup-$(date -u +%Y%m%dT%H%M%SZ)"; tmp="$BACKUP_DIR/.tmp-$name"; }
 	rm -rf "$tmp"
 	mkdir "$tmp"
@@ -306,8 +331,8 @@ cmd_rotate() {
 	log "rotate: kept ${#keep[@]}, removed ${#remove[@]} (keep daily $BACKUP_KEEP_DAILY, weekly $BACKUP_KEEP_WEEKLY)"
 }
 
-interval_seconds() { # 90, 90s, 30m, 6h, 1d
-	[[ "$1" =~ ^([0-9]+)([smhd]?)$ ]] || die "BACKUP_INTERVAL=$1: use a number with s, m, h or d (e.g. 1d, 6h)"
+interval_seconds() { # interval_seconds VALUE [NAME]: 90, 90s, 30m, 6h, 1d in seconds
+	[[ "$1" =~ ^([0-9]+)([smhd]?)$ ]] || die "${2:-BACKUP_INTERVAL}=$1: use a number with s, m, h or d (e.g. 1d, 6h)"
 	local n=${BASH_REMATCH[1]}
 	case "${BASH_REMATCH[2]}" in
 		d) echo $((n * 86400)) ;; h) echo $((n * 3600)) ;; m) echo $((n * 60)) ;; *) echo "$n" ;;
@@ -329,7 +354,9 @@ seconds_until_due() {
 cmd_scheduler() {
 	local every wait
 	every=$(interval_seconds "$BACKUP_INTERVAL")
+	interval_seconds "$BACKUP_HEALTH_GRACE" BACKUP_HEALTH_GRACE >/dev/null
 	require_dir
+	date +%s >"$SCHEDULER_FILE"
 	log "scheduler: a backup every $BACKUP_INTERVAL, keeping $BACKUP_KEEP_DAILY daily and $BACKUP_KEEP_WEEKLY weekly"
 	trap 'log "scheduler: stopping"; exit 0' TERM INT
 	while :; do
@@ -350,8 +377,35 @@ cmd_scheduler() {
 	done
 }
 
+# Start time (epoch seconds) of the newest good backup, else of the scheduler; empty when neither.
+last_success_or_start() {
+	local newest ts
+	newest=$(backup_names | head -n1)
+	if [ -n "$newest" ]; then
+		ts=${newest#backup-}
+		date -u -d "${ts:0:4}-${ts:4:2}-${ts:6:2} ${ts:9:2}:${ts:11:2}:${ts:13:2}" +%s
+	elif [ -s "$SCHEDULER_FILE" ]; then
+		cat "$SCHEDULER_FILE"
+	fi
+}
+
+# Unhealthy when the last run failed, or when the next backup (due BACKUP_INTERVAL after the newest
+# one) is overdue by more than BACKUP_HEALTH_GRACE: a scheduler that hangs (a dump stuck on a lock,
+# a stopped loop) stops reporting healthy instead of staying green forever.
 cmd_healthcheck() {
+	local since every grace overdue
+	every=$(interval_seconds "$BACKUP_INTERVAL")
+	grace=$(interval_seconds "$BACKUP_HEALTH_GRACE" BACKUP_HEALTH_GRACE)
 	[ "$(last_state)" != failed ] || { cat "$STATUS_FILE"; exit 1; }
+	since=$(last_success_or_start)
+	[ -n "$since" ] || return 0
+	overdue=$(($(date +%s) - since - every))
+	if [ "$overdue" -gt "$grace" ]; then
+		printf 'no backup succeeded for %ss: the one due after %s is %ss late (BACKUP_INTERVAL=%s, BACKUP_HEALTH_GRACE=%s)\n' \
+			"$(($(date +%s) - since))" "$(backup_names | head -n1 | grep . || echo 'the scheduler start')" \
+			"$overdue" "$BACKUP_INTERVAL" "$BACKUP_HEALTH_GRACE"
+		exit 1
+	fi
 }
 
 main() {

@@ -1,8 +1,9 @@
 """A backup whose dump outlasts the server's timeouts still succeeds (issue: the session holding
 the dump's snapshot sits idle in its transaction while pg_dump runs, and
 idle_in_transaction_session_timeout used to kill it, failing every backup longer than that).
-Made cheap: the timeout is lowered to 1 s for the database, and pg_dump is held up for several
-seconds by a lock on a table, so the dump outlasts the timeout without a large database."""
+Made cheap: the timeouts (idle in transaction and statement) are lowered to 1 s for the database,
+and pg_dump is held up for several seconds by a lock on a table, so the dump outlasts them without
+a large database."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from test_postgres_backup import sh, start
 HOLD_SECONDS = 6  # how long pg_dump waits behind the lock: several times the 1 s timeout
 
 
-def test_a_dump_longer_than_the_idle_in_transaction_timeout_succeeds(containers, postgres_image):
+def test_a_dump_longer_than_the_server_timeouts_succeeds(containers, postgres_image):
     name = start(containers, postgres_image)
     sh(name, "psql -X -q -d app -c \"CREATE TABLE t (id int PRIMARY KEY); "
              "INSERT INTO t SELECT generate_series(1, 100); "
-             "ALTER DATABASE app SET idle_in_transaction_session_timeout = '1s';\"")  # fmt: skip
+             "ALTER DATABASE app SET idle_in_transaction_session_timeout = '1s'; "
+             "ALTER DATABASE app SET statement_timeout = '1s';\"")  # fmt: skip
     # Another session takes the table and keeps it: pg_dump waits for it (no lock_timeout).
-    docker("exec", "-d", name, "psql", "-X", "-q", "-d", "app", "-c",
+    docker("exec", "-d", "-e", "PGOPTIONS=-c statement_timeout=0", name, "psql", "-X", "-q",
+           "-d", "app", "-c",
            f"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({HOLD_SECONDS}); COMMIT;")  # fmt: skip
     lock_query = (
         "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock'"

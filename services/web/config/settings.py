@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # PostgreSQL index expressions (OpClass) for the posts' trigram search indexes.
+    "django.contrib.postgres",
     "rest_framework",
     "knox",
     "django_filters",

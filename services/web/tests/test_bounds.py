@@ -11,9 +11,14 @@ from django.http import JsonResponse
 from django.test import Client
 from django.urls import path
 from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from apps.posts import pagination, selectors
+from apps.posts.filters import SearchFilter
+from apps.posts.views import PostViewSet
 from config.urls import urlpatterns as real_urlpatterns
 from tests.factories import PostFactory
 from tests.test_settings import run
@@ -130,6 +135,7 @@ def test_schema_states_the_search_limits(api_client):
     description = params["search"]["description"]
     assert "at most 5 terms" in description
     assert "at most 64 characters" in description
+    assert "at least 3 letters or digits in a row" in description
 
 
 # --- statement_timeout -------------------------------------------------------------------------
@@ -232,3 +238,70 @@ def test_a_statement_over_the_timeout_answers_json_504(lowered_statement_timeout
     assert "canceling statement due to statement timeout" in caplog.text
     # The database was fine all along: the same connection answers the next request.
     assert client.get(POSTS).status_code == 200
+
+
+# --- Index-backed search -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", ["ab", "a b c", "a,b", '"a b"', "%", "-- ;", "a_b", "__x__"])
+def test_a_search_without_a_term_of_3_letters_or_digits_is_400(api_client, text):
+    PostFactory(title="ab a b c", body="a_b __x__ -- ; %")
+    assert_search_refused(search(api_client, text), "at least 3 letters or digits in a row")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", ["C++ tips", "tips C++", "is 日本語", "go 2026"])
+def test_short_terms_beside_a_long_one_search_as_drf_does(api_client, text):
+    wanted = PostFactory(title="C++ tips is go", body="日本語 2026")
+    PostFactory(title="tips only", body="nothing")
+    response = search(api_client, text)
+    assert response.status_code == 200, response.content
+    assert [row["id"] for row in response.json()["results"]] == [wanted.id]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="pg_trgm: PostgreSQL's")
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", ["celery", "Celery queues", "ab celery", "zq7x9k"])
+def test_search_is_served_by_the_trigram_indexes(text):
+    """The indexes match the query DRF builds (UPPER(column) LIKE UPPER('%term%')): with
+    whole-table reads priced out (sequential scans, and index scans that filter every row),
+    PostgreSQL finds the posts through both trigram indexes."""
+    PostFactory.create_batch(3)
+    request = Request(APIRequestFactory().get(POSTS, {"search": text}))
+    found = SearchFilter().filter_queryset(request, selectors.post_list(), PostViewSet())
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_indexscan = off")
+        plan = found.explain()
+    assert "post_title_trgm_idx" in plan, plan
+    assert "post_body_trgm_idx" in plan, plan
+    assert "Seq Scan on posts_post" not in plan, plan
+
+
+@pytest.mark.django_db
+def test_a_searched_count_stops_at_the_limit_and_later_pages_are_still_served(
+    api_client, monkeypatch
+):
+    monkeypatch.setattr(pagination, "SEARCH_COUNT_LIMIT", 3)
+    PostFactory.create_batch(5, title="celery", body="tips")
+    PostFactory(title="other", body="nothing")
+    first = search_page(api_client, "celery", page=1)
+    assert first["count"] == 3  # at least 3: counting stopped there
+    assert len(first["results"]) == 2
+    last = search_page(api_client, "celery", page=2)
+    assert last["count"] == 3
+    assert last["next"] is None
+    # Asked for anyway, the page past the limit is served, with the exact count.
+    beyond = search_page(api_client, "celery", page=3)
+    assert beyond["count"] == 5
+    assert len(beyond["results"]) == 1
+    # Unsearched lists and searches under the limit count exactly.
+    assert api_client.get(POSTS).json()["count"] == 6
+    assert search_page(api_client, "other", page=1)["count"] == 1
+
+
+def search_page(client, text: str, page: int) -> dict:
+    response = client.get(POSTS, {"search": text, "page_size": 2, "page": page})
+    assert response.status_code == 200, response.content
+    return response.json()

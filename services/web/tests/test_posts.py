@@ -147,13 +147,21 @@ def test_search_in_title_and_body(api_client):
 
 
 @pytest.mark.parametrize(
-    "term", ["'; DROP TABLE posts_post; --", "%", "_", "\\", "' OR '1'='1", "日本語"]
+    "term", ["'; DROP TABLE posts_post; --", "%abc", "abc_", "\\abc", "' OR 'abc'='abc", "日本語"]
 )
 def test_search_with_sql_looking_text_is_safe(api_client, term):
     PostFactory(title="plain title")
     response = api_client.get(LIST_URL, {"search": term})
     assert response.status_code == 200
     assert response.json()["count"] == 0
+    assert Post.objects.count() == 1
+
+
+@pytest.mark.parametrize("term", ["%", "_", "\\", "' OR '1'='1"])
+def test_search_with_only_sql_punctuation_is_refused(api_client, term):
+    PostFactory(title="plain title")
+    response = api_client.get(LIST_URL, {"search": term})
+    assert response.status_code == 400
     assert Post.objects.count() == 1
 
 

@@ -1,3 +1,5 @@
+import re
+
 import django_filters
 from django import forms
 from django.conf import settings
@@ -8,11 +10,18 @@ from rest_framework.exceptions import ValidationError
 from apps.core.validation import parse_positive_int, text_param
 from apps.posts.models import Post
 
+# pg_trgm finds a term through its trigram index only when the term holds at least one trigram:
+# three letters or digits in a row. A search with no such term would read every post; one with
+# such a term reads only the posts the index finds, and checks the other terms on those.
+SEARCH_MIN_RUN = 3
+_ALNUM_RUN = re.compile(rf"[^\W_]{{{SEARCH_MIN_RUN},}}")
+
 
 class SearchFilter(filters.SearchFilter):
     """DRF's search (``?search=``), split as DRF splits it (whitespace and commas; a quoted
-    phrase is one term), with bounded work: every term adds a pattern match on each searched
-    field of every row, so more than ``DJANGO_SEARCH_MAX_TERMS`` terms, or a term longer than
+    phrase is one term), with bounded work: posts are found through their trigram indexes
+    (migration 0002), so at least one term must hold ``SEARCH_MIN_RUN`` letters or digits in a
+    row; more than ``DJANGO_SEARCH_MAX_TERMS`` terms, or a term longer than
     ``DJANGO_SEARCH_MAX_TERM_LENGTH`` characters, is a 400 naming the limit. NUL characters are
     a 400 too: PostgreSQL cannot compare them, and the schema's pattern excludes them."""
 
@@ -21,7 +30,8 @@ class SearchFilter(filters.SearchFilter):
         return (
             "Words or quoted phrases found in the title or body, separated by spaces or "
             f"commas: at most {settings.SEARCH_MAX_TERMS} terms of at most "
-            f"{settings.SEARCH_MAX_TERM_LENGTH} characters each (more is a 400)."
+            f"{settings.SEARCH_MAX_TERM_LENGTH} characters each, one of them with at least "
+            f"{SEARCH_MIN_RUN} letters or digits in a row (anything else is a 400)."
         )
 
     def get_search_terms(self, request):
@@ -34,6 +44,11 @@ class SearchFilter(filters.SearchFilter):
         longest = max(map(len, terms), default=0)
         if longest > max_length:
             self._refuse(f"A search term may have at most {max_length} characters, not {longest}.")
+        if terms and not any(map(_ALNUM_RUN.search, terms)):
+            self._refuse(
+                f"A search needs a term with at least {SEARCH_MIN_RUN} letters or digits in a "
+                "row (shorter ones cannot be looked up in the index)."
+            )
         return terms
 
     def _refuse(self, message: str):

@@ -11,6 +11,7 @@ from apps.core.filters import FilterBackend
 from apps.core.pagination import Paginator
 from apps.posts import selectors
 from apps.posts.filters import PostFilter, SearchFilter
+from apps.posts.pagination import PostPagination
 from apps.posts.permissions import IsAuthorOrReadOnly
 from apps.posts.serializers import PostSerializer, row_representation
 
@@ -30,6 +31,7 @@ class PostViewSet(viewsets.ModelViewSet):
     permission_classes = [IsAuthenticatedOrReadOnly, IsAuthorOrReadOnly]
     filterset_class = PostFilter
     search_fields = ["title", "body"]
+    pagination_class = PostPagination
 
     filter_backends = [FilterBackend, SearchFilter]
 

@@ -104,10 +104,13 @@ address_lines() {
 nginx_render_limits() {
 	local rate=${NGINX_LOGIN_RATE:-30r/m} burst=${NGINX_LOGIN_BURST:-20}
 	local per_ip=${NGINX_CONN_PER_IP:-32} bodies_per_ip=${NGINX_BODIES_PER_IP:-4}
+	local search_per_ip=${NGINX_SEARCH_PER_IP:-2} search_total=${NGINX_SEARCH_TOTAL:-4}
 	local retry_after slots dir=$OUT/limits
 	require_count NGINX_LOGIN_BURST "$burst"
 	require_count NGINX_CONN_PER_IP "$per_ip"
 	require_count NGINX_BODIES_PER_IP "$bodies_per_ip"
+	require_count NGINX_SEARCH_PER_IP "$search_per_ip"
+	require_count NGINX_SEARCH_TOTAL "$search_total"
 	retry_after=$(login_retry_after "$rate")
 	slots=$(body_slots)
 	printf 'limit_req_zone %s zone=login:10m rate=%s;\n' "\$login_key" "$rate" >"$dir/zones.conf"
@@ -117,6 +120,8 @@ nginx_render_limits() {
 		printf 'limit_conn per_ip %s;\n' "$per_ip"
 		printf 'limit_conn bodies_per_ip %s;\n' "$bodies_per_ip"
 		printf 'limit_conn bodies_all %s;\n' "$slots"
+		printf 'limit_conn search_per_ip %s;\n' "$search_per_ip"
+		printf 'limit_conn search_all %s;\n' "$search_total"
 	} >"$dir/server.conf"
 	{
 		printf 'allow 127.0.0.1;\nallow ::1;\n'
@@ -131,7 +136,8 @@ nginx_render_limits() {
 			printf 'real_ip_header %s;\nreal_ip_recursive on;\n' "${NGINX_REAL_IP_HEADER:-X-Forwarded-For}"
 		fi
 	} >"$dir/real-ip.conf"
-	log "logins: $rate per client address, burst $burst; $per_ip requests at once per address"
+	log "logins: $rate per client address, burst $burst; $per_ip requests at once per address;" \
+		"searches at once: $search_per_ip per address, $search_total in all"
 }
 
 # HTTPS when a certificate and key are mounted in /etc/nginx/certs (docs/tls.md), else HTTP only.

@@ -305,3 +305,16 @@ def search_page(client, text: str, page: int) -> dict:
     response = client.get(POSTS, {"search": text, "page_size": 2, "page": page})
     assert response.status_code == 200, response.content
     return response.json()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="pg_trgm: PostgreSQL's")
+@pytest.mark.django_db
+def test_analyze_keeps_no_statistics_of_the_body_expression():
+    """ANALYZE would evaluate UPPER(body) on 30,000 sampled posts and hold the values (hundreds
+    of MB at 10 KB a post: the database container was OOM-killed at 100,000 posts)."""
+    sql = "SELECT attstattarget FROM pg_attribute WHERE attrelid = %s::regclass"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, ["post_body_trgm_idx"])
+        assert cursor.fetchall() == [(0,)]
+        cursor.execute(sql, ["post_title_trgm_idx"])
+        assert cursor.fetchall() == [(None,)]  # titles are short: the default statistics

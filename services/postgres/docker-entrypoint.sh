@@ -131,17 +131,25 @@ docker_verify_minimum_env() {
 	fi
 }
 
-# Called through an EXIT trap while initialising: a failure (or an init script
-# calling exit) leaves the marker directory behind and the container stops.
-docker_init_abort() {
-	local status=$1
+# docker_temp_abort STATUS STOP_MODE WHAT: the end of a failed initialisation or
+# upgrade (called through an EXIT trap): the temporary server is stopped, the
+# failure named, and the container stops with the status (at least 1).
+docker_temp_abort() {
+	local status=$1 mode=$2 what=$3
 	trap - EXIT
 	[ "$status" != 0 ] || status=1
 	if [ -n "${DRS_TEMP_SERVER:-}" ]; then
-		pg_ctl -D "$DRS_TEMP_DATA" -m immediate -w stop >/dev/null 2>&1 || true
+		pg_ctl -D "$DRS_TEMP_DATA" -m "$mode" -w stop >/dev/null 2>&1 || true
 	fi
-	docker_error "database initialisation failed (exit status $status); the volume is marked unfinished and later starts will refuse it: fix the cause, then remove the volume"
+	docker_error "$what failed (exit status $status); ${*:4}"
 	exit "$status"
+}
+
+# While initialising: a failure (or an init script calling exit) leaves the
+# marker directory behind and the container stops.
+docker_init_abort() {
+	docker_temp_abort "$1" immediate "database initialisation" \
+		"the volume is marked unfinished and later starts will refuse it: fix the cause, then remove the volume"
 }
 
 docker_init_database_dir() {
@@ -405,17 +413,11 @@ DRS_UPGRADE_SQL=$(cat <<-'SQL'
 SQL
 )
 
-# Called through an EXIT trap while upgrading: nothing changed (the upgrade is one
-# transaction), the next start tries again.
+# While upgrading: nothing changed (the upgrade is one transaction), the next
+# start tries again.
 docker_upgrade_abort() {
-	local status=$1
-	trap - EXIT
-	[ "$status" != 0 ] || status=1
-	if [ -n "${DRS_TEMP_SERVER:-}" ]; then
-		pg_ctl -D "$DRS_TEMP_DATA" -m fast -w stop >/dev/null 2>&1 || true
-	fi
-	docker_error "upgrading the roles of this volume failed (exit status $status); nothing was changed, the next start tries again (see above)"
-	exit "$status"
+	docker_temp_abort "$1" fast "upgrading the roles of this volume" \
+		"nothing was changed, the next start tries again (see above)"
 }
 
 # The bootstrap superuser's name (oid 10), asked as the superuser or, on a volume

@@ -35,18 +35,10 @@ LOGIN_KEYS = (
 )
 
 
-def env_value(stack, name: str, default: str) -> str:
-    with open(stack.env_file) as f:
-        for line in f:
-            key, _, value = line.strip().partition("=")
-            if key == name and value:
-                return value
-    return default
-
 
 @pytest.fixture
 def lockout_attempts(stack) -> int:
-    return int(env_value(stack, "DJANGO_LOGIN_LOCKOUT_ATTEMPTS", "5"))
+    return int(stack.env_value("DJANGO_LOGIN_LOCKOUT_ATTEMPTS", "5"))
 
 
 @pytest.fixture
@@ -81,7 +73,7 @@ def token_login(base_url: str, username: str, password: str):
 def admin_login(stack, base_url: str, username: str, password: str):
     """One admin login as a browser does it: the form (CSRF cookie), then the POST, from the
     site's public origin (nginx passes the Host without the test's port)."""
-    origin = env_value(stack, "DJANGO_CSRF_TRUSTED_ORIGINS", "https://localhost").split(",")[0]
+    origin = stack.env_value("DJANGO_CSRF_TRUSTED_ORIGINS", "https://localhost").split(",")[0]
     with Client(base_url) as browser:
         page = browser.get(ADMIN_LOGIN)
         assert page.status_code == 200, page.status_code
@@ -125,7 +117,7 @@ def test_token_brute_force_on_one_username(request, base_url, users, lockout_att
         me = c.get("/api/me/", headers={"Authorization": f"Token {theirs.json()['token']}"})
     assert me.json()["username"] == other
 
-    window = int(env_value(request.getfixturevalue("stack"), "DJANGO_LOGIN_LOCKOUT_SECONDS", "900"))
+    window = int(request.getfixturevalue("stack").env_value("DJANGO_LOGIN_LOCKOUT_SECONDS", "900"))
     record_figures(
         request,
         "auth_token_brute_force",

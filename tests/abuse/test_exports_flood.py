@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from abuselib import record_figures
-from conftest import Client
+from conftest import Client, seed_posts
 
 FLOOD = 40  # exports one user asks for, back to back
 FLOOD_THREADS = 8
@@ -87,18 +87,6 @@ def remove_user(stack, username: str) -> None:
         f"get_user_model().objects.filter(username={username!r}).delete()"
     )
 
-
-def seed_posts(stack, username: str, rows: int) -> None:
-    stack.manage(
-        "from django.contrib.auth import get_user_model; from django.db import connection; "
-        "from apps.posts.models import Post; "
-        f"author = get_user_model().objects.get(username={username!r}); "
-        "cursor = connection.cursor(); "
-        "cursor.execute("
-        "f'INSERT INTO {Post._meta.db_table} (author_id, title, body, created_at, updated_at) "
-        "SELECT %s, %s || i, %s, now(), now() FROM generate_series(1, %s) AS i', "
-        f"[author.pk, 'flood row ', 'lorem ipsum dolor sit amet', {rows}])"
-    )
 
 
 def post_exports(base_url: str, user: Client, count: int, threads: int) -> list:

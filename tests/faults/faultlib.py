@@ -201,20 +201,6 @@ def admin_client(stack, base_url: str) -> Client:
     return c
 
 
-def seed_posts(stack, username: str, rows: int, body: str = "lorem ipsum") -> None:
-    """``rows`` posts of ``username`` titled "row 0" .. "row <rows-1>", in one INSERT ... SELECT
-    in the database (seconds, where the ORM's bulk_create takes minutes)."""
-    stack.manage(
-        "from django.contrib.auth import get_user_model; from django.db import connection; "
-        "from apps.posts.models import Post; "
-        f"author = get_user_model().objects.get(username={username!r}); "
-        "cursor = connection.cursor(); "
-        "cursor.execute("
-        "f'INSERT INTO {Post._meta.db_table} (author_id, title, body, created_at, updated_at) "
-        "SELECT %s, %s || i, %s, now(), now() FROM generate_series(0, %s - 1) AS i', "
-        f"[author.pk, 'row ', {body!r}, {rows}])"
-    )
-
 
 def wait_done(user, export_id: str, timeout: float = 120) -> dict:
     """The export once it is ``done`` or ``failed``."""

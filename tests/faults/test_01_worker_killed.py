@@ -9,7 +9,8 @@ import csv
 import io
 import time
 
-from faultlib import record, seed_posts, wait_for
+from conftest import seed_posts
+from faultlib import record, wait_for
 
 ROWS = 200_000
 

@@ -22,8 +22,8 @@ import os
 import tempfile
 from datetime import datetime
 
-from conftest import Stack
-from faultlib import record, seed_posts, wait_done, wait_for
+from conftest import Stack, seed_posts
+from faultlib import record, wait_done, wait_for
 
 ROWS = 20_000
 HEARTBEAT_SECONDS = 1

@@ -32,14 +32,6 @@ SQL_LOOKING = (
 )
 
 
-def env_value(stack, name: str, default: str) -> str:
-    with open(stack.env_file) as f:
-        for line in f:
-            key, _, value = line.strip().partition("=")
-            if key == name and value:
-                return value
-    return default
-
 
 def size_in_bytes(value: str) -> int:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
@@ -82,7 +74,7 @@ def bob(make_user):
 
 
 def test_bodies_over_nginx_limit_are_413_json(stack, alice):
-    limit = size_in_bytes(env_value(stack, "NGINX_CLIENT_MAX_BODY_SIZE", "2m"))
+    limit = size_in_bytes(stack.env_value("NGINX_CLIENT_MAX_BODY_SIZE", "2m"))
     before = posts_checksum(stack)
     for size in (limit + 1, limit * 5):
         body = b'{"title": "x", "body": "' + b"a" * size + b'"}'
@@ -95,8 +87,8 @@ def test_bodies_over_nginx_limit_are_413_json(stack, alice):
 
 
 def test_body_over_django_limit_is_4xx_json(stack, alice):
-    django_limit = int(env_value(stack, "DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", str(1024 * 1024)))
-    nginx_limit = size_in_bytes(env_value(stack, "NGINX_CLIENT_MAX_BODY_SIZE", "2m"))
+    django_limit = int(stack.env_value("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", str(1024 * 1024)))
+    nginx_limit = size_in_bytes(stack.env_value("NGINX_CLIENT_MAX_BODY_SIZE", "2m"))
     assert django_limit < nginx_limit, "Django's limit must be below nginx's for this test"
     before = posts_checksum(stack)
     body = {"title": "x", "body": "b" * (django_limit + 1000)}
@@ -228,7 +220,7 @@ def test_login_brute_force_is_throttled_whatever_x_forwarded_for_says(stack, bas
     """Bad passwords over fresh connections, each claiming another client address: the login
     throttle counts by the address nginx saw, in Redis (so across gunicorn workers), and answers
     429 with Retry-After by the (rate+1)th attempt at the latest."""
-    rate = int(env_value(stack, "DJANGO_THROTTLE_LOGIN", "10/min").split("/")[0])
+    rate = int(stack.env_value("DJANGO_THROTTLE_LOGIN", "10/min").split("/")[0])
     # A fresh window: one opened by earlier logins (make_user) could close half-way through
     # and let a new one start, so the 429 would come later than the rate says.
     manage_last_line(stack, LOGIN_COUNTERS + "r.delete(*keys) if keys else None; print('reset')")

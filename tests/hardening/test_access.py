@@ -6,11 +6,6 @@ import uuid
 import pytest
 
 
-def env_values(stack) -> dict[str, str]:
-    with open(stack.env_file, encoding="utf-8") as handle:
-        pairs = (line.strip().split("=", 1) for line in handle if "=" in line and line[0] != "#")
-        return {k: v for k, v in pairs}
-
 
 def python_in_web(stack, code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -20,7 +15,7 @@ def python_in_web(stack, code: str) -> subprocess.CompletedProcess:
 
 
 def test_postgres_refuses_a_wrong_password_and_accepts_the_right_one(stack):
-    env = env_values(stack)
+    env = stack.env_values()
     user, db = env.get("POSTGRES_USER", "app"), env.get("POSTGRES_DB", "app")
     connect = "import psycopg2; psycopg2.connect(host='postgres', user={u!r}, password={p!r}, dbname={d!r}, connect_timeout=5).close(); print('connected')"
     wrong = python_in_web(stack, connect.format(u=user, p="wrong-" + uuid.uuid4().hex, d=db))
@@ -30,7 +25,7 @@ def test_postgres_refuses_a_wrong_password_and_accepts_the_right_one(stack):
 
 
 def test_redis_refuses_no_password_and_a_wrong_one(stack):
-    env = env_values(stack)
+    env = stack.env_values()
     ping = "import redis; print(redis.Redis(host='redis', password={p!r}, socket_timeout=5).ping())"
     none = python_in_web(stack, ping.format(p=None))
     assert none.returncode != 0 and "AuthenticationError" in none.stderr, none.stderr
@@ -41,7 +36,7 @@ def test_redis_refuses_no_password_and_a_wrong_one(stack):
 
 
 def test_postgres_uses_scram_sha_256(stack):
-    env = env_values(stack)
+    env = stack.env_values()
     user, db = env.get("POSTGRES_USER", "app"), env.get("POSTGRES_DB", "app")
     # The app's login over TCP, refusing anything weaker than SCRAM.
     login = stack.compose(

@@ -18,11 +18,6 @@ FORBIDDEN_ENV = {*SECRET_KEYS, "PIP_CERT", "REQUESTS_CA_BUNDLE"}
 CHUNK = 1 << 20
 
 
-def env_values(path: str) -> dict[str, str]:
-    with open(path, encoding="utf-8") as handle:
-        pairs = (line.strip().split("=", 1) for line in handle if "=" in line and line[0] != "#")
-        return {k: v for k, v in pairs}
-
 
 def stack_images(stack) -> dict[str, str]:
     """The images the stack's containers run, by ID (a tag may since point elsewhere): names."""
@@ -221,7 +216,7 @@ def test_no_secret_or_build_ca_in_any_image_layer_or_history(stack):
     """The scan is first shown to work: a canary image built as ours are, with the stack's own
     secrets and a CA leaked into it the ways a build can leak them, is caught each way. Then
     the same scan, in the same pass, finds nothing in the images the stack runs."""
-    env = env_values(stack.env_file)
+    env = stack.env_values()
     secrets = {key: env.get(key, "") for key in SECRET_KEYS}
     short = [key for key, value in secrets.items() if len(value) < 16]
     assert not short, f"the env file has no generated value for {short}: nothing to look for"
@@ -247,7 +242,7 @@ def test_no_secret_or_build_ca_in_any_image_layer_or_history(stack):
 
 
 def test_check_deploy_passes_in_the_running_web_container(stack):
-    env = env_values(stack.env_file)
+    env = stack.env_values()
     # The stack under test may serve plain HTTP on loopback: give the TLS settings a deployment
     # behind HTTPS has, unless the env file sets them itself.
     extra = []

@@ -49,16 +49,11 @@ def test_app_sees_https_so_it_does_not_redirect(client):
     assert r.status_code in (401, 403), (r.status_code, r.headers.get("Location"))
 
 
-def _env_value(stack, name: str) -> str:
-    with open(stack.env_file, encoding="utf-8") as handle:
-        pairs = (line.strip().split("=", 1) for line in handle if "=" in line and line[0] != "#")
-        return dict(pairs)[name]
-
 
 def test_hsts_sent_once_over_https(stack, client):
     """docs/tls.md: `Strict-Transport-Security: max-age=N; includeSubDomains`, N from
     NGINX_HSTS_SECONDS, sent by nginx only (never twice)."""
-    seconds = _env_value(stack, "NGINX_HSTS_SECONDS")
+    seconds = stack.env_values()["NGINX_HSTS_SECONDS"]
     assert int(seconds) > 0, "the test stack's env file turns HSTS off"
     r = client.get("/api/posts/")
     values = [v for k, v in r.raw.headers.items() if k.lower() == "strict-transport-security"]

@@ -178,7 +178,8 @@ def test_corrupt_or_truncated_backup_is_refused_and_nothing_changes(quiet_stack,
 
 # The shortest cut from the dump's end that `pg_restore --list` (the restore's last check)
 # still reads but a full read fails: its table of contents whole, its data cut short. The
-# checksums are then rewritten to match, so only the restore itself can find out.
+# checksums are then rewritten to match, so only the restore itself can find out (written
+# outside the folder first: a file made there while `*` expands would list itself).
 PAST_THE_CHECKS = (
     'cp "$f" "$f.orig" && size=$(stat -c %s "$f") && found= && '
     "for cut in 1 8 64 512 4096; do "
@@ -186,7 +187,7 @@ PAST_THE_CHECKS = (
     'if pg_restore --list "$f" >/dev/null 2>&1 && ! pg_restore -f /dev/null "$f" 2>/dev/null; '
     "then found=$cut; break; fi; done; "
     'rm "$f.orig"; [ -n "$found" ] || { echo "no cut passes the checks" >&2; exit 1; }; '
-    'cd "${f%/*}" && sha256sum -- * | grep -v SHA256SUMS > S && mv S SHA256SUMS'
+    'cd "${f%/*}" && sha256sum -- * | grep -v SHA256SUMS > /tmp/S && mv /tmp/S SHA256SUMS'
 )
 
 

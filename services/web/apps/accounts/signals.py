@@ -9,6 +9,7 @@ primary-key read of the stored row.
 """
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
 
@@ -23,8 +24,7 @@ def _revoke_tokens_on_credential_change(sender, instance, raw, update_fields, **
         return
     if update_fields is not None and not _CREDENTIAL_FIELDS & set(update_fields):
         return
-    stored = sender._default_manager.filter(pk=instance.pk)
-    stored = stored.values("password", "is_active").first()
+    stored = get_user_model().objects.filter(pk=instance.pk).values("password", "is_active").first()
     if stored is None:
         return
     deactivated = stored["is_active"] and not instance.is_active

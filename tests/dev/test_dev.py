@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MAKE_DEV_TIMEOUT = 1200  # the images are normally built already; a cold build takes minutes
 RELOAD_TIMEOUT = 120
 EXPORT_TIMEOUT = 120
+TEST_DJANGO_TIMEOUT = 900
 # The dev stack as the README describes it: runserver, worker, beat, Postgres, Redis, and the
 # one-shot migrate (migrations, superuser, demo data).
 DOCUMENTED_SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat"}
@@ -364,6 +365,25 @@ def test_demo_data_and_superuser(dev):
         assert r.status_code == 200, r.text[:300]
         assert r.url == f"{web}/admin/", "admin/admin was not let in"
         assert "Site administration" in r.text
+
+
+def test_make_test_django_as_the_developer(dev):
+    """`make test-django`, the README's other command, as the same developer: the Django suite
+    runs in its image against its own PostgreSQL and Redis (no host Python tools installed) and
+    its verdict is a full pass with at least the expected number of tests."""
+    start = time.monotonic()
+    done = dev.make("test-django", timeout=TEST_DJANGO_TIMEOUT)
+    took = time.monotonic() - start
+    assert done.returncode == 0, f"make test-django failed:\n{done.stdout[-6000:]}"
+    verdict = re.findall(r"^(\d+) passed, (\d+) failed", done.stdout, re.MULTILINE)
+    assert verdict, f"no verdict line:\n{done.stdout[-3000:]}"
+    passed, failed = map(int, verdict[-1])
+    assert passed > 0 and failed == 0, verdict
+    assert "installing host test tools" not in done.stdout
+    junit = dev.root / ".cache" / "test-results" / "django.xml"
+    assert junit.is_file(), f"{junit} missing"
+    who = DEVELOPER if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    record_timing(f"dev: make test-django as {who}: {passed} passed in {took:.0f} s")
 
 
 def wait_for(what: str, probe, timeout: float):

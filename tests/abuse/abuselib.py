@@ -6,18 +6,18 @@ closing figures of docs/reliability.md ("Threats and limits") come from there, n
 """
 
 import json
-import os
 import time
+from pathlib import Path
 
 from conftest import RESULTS_DIR
 
-FIGURES = os.path.join(RESULTS_DIR, "abuse-figures.jsonl")
+FIGURES = Path(RESULTS_DIR) / "abuse-figures.jsonl"
 
 
 def record_figures(request, case: str, **figures) -> None:
     """Append the case's figures to abuse-figures.jsonl and to the test's junit properties."""
-    os.makedirs(os.path.dirname(FIGURES), exist_ok=True)
-    with open(FIGURES, "a", encoding="utf-8") as handle:
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps({"case": case, **figures}) + "\n")
     for name, value in figures.items():
         request.node.user_properties.append((name, value))

@@ -35,7 +35,6 @@ LOGIN_KEYS = (
 )
 
 
-
 @pytest.fixture
 def lockout_attempts(stack) -> int:
     return int(stack.env_value("DJANGO_LOGIN_LOCKOUT_ATTEMPTS", "5"))
@@ -178,7 +177,8 @@ def test_admin_brute_force_on_one_username(request, stack, base_url, users, lock
     assert kinds == ["hashed"] * lockout_attempts + ["locked"] * 5, kinds
 
     right, _ = admin_login(stack, base_url, victim, victim_password)
-    assert right.status_code == 200 and LOCKED_ADMIN in right.text, right.status_code
+    assert right.status_code == 200, right.status_code
+    assert LOCKED_ADMIN in right.text
     theirs, other_seconds = admin_login(stack, base_url, other, other_password)
     assert theirs.status_code == 302, theirs.status_code
     assert theirs.headers["Location"] == "/admin/"
@@ -246,7 +246,8 @@ def test_logins_are_refused_while_redis_is_full(request, stack, base_url, users)
         assert token.json()["error"]["code"] == "login_unavailable"
         assert int(token.headers["Retry-After"]) > 0
         admin, _ = admin_login(stack, base_url, username, password)
-        assert admin.status_code == 200 and UNAVAILABLE_ADMIN in admin.text, admin.status_code
+        assert admin.status_code == 200, admin.status_code
+        assert UNAVAILABLE_ADMIN in admin.text
         with Client(base_url) as c:
             reads = c.get("/api/posts/", params={"page_size": 1})
         assert reads.status_code == 200, reads.status_code

@@ -11,7 +11,6 @@ import time
 import uuid
 
 from abuselib import record_figures
-
 from conftest import Client
 
 ATTACK_SECONDS = 30

@@ -88,7 +88,6 @@ def remove_user(stack, username: str) -> None:
     )
 
 
-
 def post_exports(base_url: str, user: Client, count: int, threads: int) -> list:
     """``count`` POST /api/exports/ of ``user`` from ``threads`` connections released together;
     each answer as (status, Retry-After, JSON body)."""
@@ -120,7 +119,8 @@ def refusals(answers, status: int) -> list:
         assert isinstance(body, dict), body
         assert body["error"]["status"] == status, body
         assert body["error"]["code"] == "export_quota_exceeded", body
-        assert retry_after is not None and retry_after.isdigit(), retry_after
+        assert retry_after is not None
+        assert retry_after.isdigit(), retry_after
         assert int(retry_after) >= 1, retry_after
     return refused
 

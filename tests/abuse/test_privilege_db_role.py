@@ -20,11 +20,16 @@ import json
 from django.db import connection, transaction
 out = {}
 with connection.cursor() as c:
-    c.execute("SELECT current_user, rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user")
+    c.execute(
+        "SELECT current_user, rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user"
+    )
     out["role"] = c.fetchone()
     c.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
     out["database_owner"] = c.fetchone()[0]
-    c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner <> current_user")
+    c.execute(
+        "SELECT count(*) FROM pg_tables"
+        " WHERE schemaname = 'public' AND tableowner <> current_user"
+    )
     out["tables_not_owned"] = c.fetchone()[0]
 for name, sql in ATTEMPTS.items():
     try:

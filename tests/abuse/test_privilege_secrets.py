@@ -6,6 +6,7 @@ Measured on the running containers: every secret value of the stack's env file i
 anywhere in `docker inspect` (environment, command, labels, mounts), also inside URLs."""
 
 import json
+from pathlib import Path
 
 import pytest
 from abuselib import record_figures
@@ -26,7 +27,7 @@ NEEDS = {
 
 
 def env_file_secrets(stack) -> dict[str, str]:
-    with open(stack.env_file, encoding="utf-8") as handle:
+    with Path(stack.env_file).open(encoding="utf-8") as handle:
         pairs = dict(
             line.rstrip("\n").split("=", 1) for line in handle if "=" in line and line[0] != "#"
         )

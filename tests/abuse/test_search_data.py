@@ -13,13 +13,14 @@ import os
 import re
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from abuselib import percentile, record_figures, timed
 
 POSTS = "/api/posts/"
 ABUSE_POSTS = int(os.environ.get("ABUSE_POSTS", "1500"))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[2]
 BOMBERS = 8  # concurrent abusive searches (the issue: ~8 such requests held every web thread)
 BOMBS_EACH = 2
 # nginx gives up on the app after 35 s (proxy_read_timeout); a searched page runs two statements
@@ -54,7 +55,8 @@ INSERT INTO seed_words SELECT ord, w FROM unnest(string_to_array('{COMMON}', ' '
 INSERT INTO seed_words
 SELECT (SELECT max(rank) FROM seed_words) + row_number() OVER (ORDER BY first), w FROM (
   SELECT w, min(g) AS first FROM (
-    SELECT g, (SELECT string_agg(substr('{LETTERS}', 1 + floor(random() * {len(LETTERS)})::int, 1), '')
+    SELECT g, (SELECT string_agg(
+                 substr('{LETTERS}', 1 + floor(random() * {len(LETTERS)})::int, 1), '')
                FROM generate_series(1, 3 + g % 8)) AS w
     FROM generate_series(1, 24000) g
   ) s WHERE w NOT IN (SELECT word FROM seed_words) GROUP BY w ORDER BY first LIMIT 20000
@@ -141,8 +143,9 @@ with connection.cursor() as cursor:
 from django.db.models import Q
 from apps.posts.models import Post
 rare = Post.objects.filter(Q(title__icontains=terms["rare"]) | Q(body__icontains=terms["rare"]))
-print(json.dumps(dict(author=author.pk, terms=terms, rare_count=rare.count(), vocabulary_s=round(vocabulary, 1),
-    insert_s=round(inserted, 1), index_s=round(indexed, 1), avg_body=avg_body,
+print(json.dumps(dict(author=author.pk, terms=terms, rare_count=rare.count(),
+    vocabulary_s=round(vocabulary, 1), insert_s=round(inserted, 1), index_s=round(indexed, 1),
+    avg_body=avg_body,
     min_body=min_body, max_body=max_body, table_bytes=table_bytes, index_bytes=index_bytes,
     gzip_ratio=round(len(sample) / len(zlib.compress(sample, 6)), 2))))
 """

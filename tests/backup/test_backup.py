@@ -2,14 +2,14 @@
 `make restore FILE=...` against the running prod stack, and the rotation rules.
 Disruptive: restore stops and restarts web/worker/beat, so this suite runs late."""
 
-import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import record_timing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -101,7 +101,8 @@ def test_backup_change_restore_gives_identical_tables(quiet_stack, make_user):
     out = make(stack, "backup").stdout
     took_backup = time.monotonic() - start
     name = out.strip().split("make restore FILE=")[-1].rstrip(")").strip()
-    assert name.startswith("backup-") and name in backup_names(stack), out
+    assert name.startswith("backup-"), out
+    assert name in backup_names(stack), out
 
     # Change and delete data after the backup.
     for post_id in ids[:10]:
@@ -120,7 +121,8 @@ def test_backup_change_restore_gives_identical_tables(quiet_stack, make_user):
     assert alice.get(f"/api/posts/{ids[10]}/").json()["title"] == "kept 10"
     # The restored media files are readable by nginx again (archived modes, not umask 077).
     r = alice.get(f"/api/exports/{export['id']}/download/")
-    assert r.status_code == 200 and r.content == export_file
+    assert r.status_code == 200, r.status_code
+    assert r.content == export_file
     record_timing(f"backup: make backup {took_backup:.1f}s, make restore {took_restore:.1f}s")
 
 

@@ -40,7 +40,8 @@ def test_post_crud_and_permissions(make_user, client):
     assert bob.patch(url, json={"title": "mine now"}).status_code == 403
     assert bob.delete(url).status_code == 403
     r = alice.patch(url, json={"title": "Hello again"})
-    assert r.status_code == 200 and r.json()["title"] == "Hello again"
+    assert r.status_code == 200, r.status_code
+    assert r.json()["title"] == "Hello again"
 
     listing = client.get("/api/posts/", params={"author": post["author"]["id"]}).json()
     assert [p["id"] for p in listing["results"]] == [post["id"]]
@@ -117,6 +118,7 @@ def test_protected_media_is_not_reachable_directly(make_user):
     export = wait_for_export(alice, r.json()["id"])
     assert export["status"] == "done", export
     download = alice.get(f"/api/exports/{export['id']}/download/")
-    assert download.status_code == 200 and download.content, download.status_code
+    assert download.status_code == 200, download.status_code
+    assert download.content
     r = alice.get(f"/_protected/media/exports/{export['id']}.csv")
     assert r.status_code == 404

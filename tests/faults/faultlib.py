@@ -1,17 +1,17 @@
 """Helpers of the fault suite: bounded request loads, waits, and the figures it reports."""
 
 import json
-import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 from conftest import RESULTS_DIR, Client
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIGURES = os.path.join(RESULTS_DIR, "reliability-figures.jsonl")
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES = Path(RESULTS_DIR) / "reliability-figures.jsonl"
 # Longest a request may take: nginx gives up on the application after proxy_read_timeout (35 s);
 # anything slower is a hang.
 REQUEST_TIMEOUT = 40
@@ -23,8 +23,8 @@ DATABASE_UNAVAILABLE = "database_unavailable"
 
 def record(scenario: str, **figures) -> None:
     """Append the scenario's figures (requests sent, failed, tasks lost) for the report."""
-    os.makedirs(os.path.dirname(FIGURES), exist_ok=True)
-    with open(FIGURES, "a", encoding="utf-8") as handle:
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps({"scenario": scenario, **figures}) + "\n")
     print(scenario, figures)
 
@@ -199,7 +199,6 @@ def admin_client(stack, base_url: str) -> Client:
     assert r.status_code == 200, r.status_code
     assert "text/html" in r.headers["Content-Type"], r.headers["Content-Type"]
     return c
-
 
 
 def wait_done(user, export_id: str, timeout: float = 120) -> dict:

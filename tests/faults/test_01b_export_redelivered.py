@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 from datetime import datetime
+from pathlib import Path
 
 from conftest import Stack, seed_posts
 from faultlib import record, wait_done, wait_for
@@ -66,8 +67,8 @@ def posts_locked(stack):
 def worker_with(stack, **variables):
     """The worker container recreated with ``variables`` added to its environment; recreated
     again with the stack's own environment afterwards."""
-    fd, env_file = tempfile.mkstemp(dir=os.path.dirname(stack.env_file), suffix=".env")
-    with os.fdopen(fd, "w") as handle, open(stack.env_file) as original:
+    fd, env_file = tempfile.mkstemp(dir=Path(stack.env_file).parent, suffix=".env")
+    with os.fdopen(fd, "w") as handle, Path(stack.env_file).open() as original:
         handle.write(original.read().rstrip("\n") + "\n")
         handle.writelines(f"{name}={value}\n" for name, value in variables.items())
     try:
@@ -79,7 +80,7 @@ def worker_with(stack, **variables):
         yield
     finally:
         stack.compose("up", "-d", "--no-deps", "worker")
-        os.unlink(env_file)
+        Path(env_file).unlink()
         stack.wait_healthy("worker")
 
 
@@ -135,8 +136,9 @@ def test_export_delivered_again_while_it_runs_is_made_once(stack, make_user):
             # Sent from the web container once the heartbeat written at the run's start is older
             # than the timeout: from then on only the heartbeat thread makes the run look alive.
             out = stack.manage(
-                "import sys, time; from datetime import timedelta; from django.utils import timezone; "
-                "from apps.exports.models import Export; from apps.exports.tasks import run_export; "
+                "import sys, time; from datetime import timedelta; "
+                "from django.utils import timezone; from apps.exports.models import Export; "
+                "from apps.exports.tasks import run_export; "
                 f"export = Export.objects.get(pk={export_id!r}); "
                 f"due = export.started_at + timedelta(seconds={HEARTBEAT_TIMEOUT_SECONDS + 1}); "
                 "time.sleep(max(0.0, (due - timezone.now()).total_seconds())); "

@@ -11,7 +11,6 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
-
 from conftest import Client, raw_request
 
 POSTS = "/api/posts/"
@@ -30,7 +29,6 @@ SQL_LOOKING = (
     '" UNION SELECT password--',
     "%' AND 1=1 --",
 )
-
 
 
 def size_in_bytes(value: str) -> int:
@@ -177,7 +175,8 @@ def test_path_traversal_ids_are_404(stack, alice, client):
     ):
         r = alice.get(path)
         assert 400 <= r.status_code < 500, (path, r.status_code)
-        assert "root:" not in r.text and "SECRET_KEY" not in r.text, path
+        assert "root:" not in r.text, path
+        assert "SECRET_KEY" not in r.text, path
     assert posts_checksum(stack) == before
 
 
@@ -238,7 +237,8 @@ def test_login_brute_force_is_throttled_whatever_x_forwarded_for_says(stack, bas
             assert int(r.headers["Retry-After"]) > 0
             assert r.json()["error"]["code"] == "throttled"
             break
-    assert 429 in statuses and len(statuses) <= rate + 1, statuses
+    assert 429 in statuses, statuses
+    assert len(statuses) <= rate + 1, statuses
     assert set(statuses) <= {400, 429}, statuses
     # The counter lives in Redis, under nginx's view of the client, never a spoofed address
     # (a hit count: apps/core/cache.py).
@@ -247,7 +247,8 @@ def test_login_brute_force_is_throttled_whatever_x_forwarded_for_says(stack, bas
             stack, LOGIN_COUNTERS + "print(json.dumps({k: int(r.get(k)) for k in keys}))"
         )
     )
-    assert counts and max(counts.values()) >= rate, counts
+    assert counts
+    assert max(counts.values()) >= rate, counts
     assert not any("203.0.113." in key for key in counts), counts
 
 

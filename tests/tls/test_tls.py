@@ -9,13 +9,14 @@ import stat
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 CA_BUNDLE = os.environ.get("E2E_CA_BUNDLE", "")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _hostport(url: str) -> tuple[str, int]:
@@ -32,9 +33,11 @@ def _handshake(base_url: str, version: ssl.TLSVersion) -> str:
     # Let the client offer old protocols at all (OpenSSL 3's default level forbids TLS 1.1),
     # so a failure below is the server's refusal, not ours.
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    with socket.create_connection((host, port), timeout=10) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-            return tls.version()
+    with (
+        socket.create_connection((host, port), timeout=10) as sock,
+        ctx.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        return tls.version()
 
 
 def test_https_serves_the_api_with_a_certificate_the_ca_signed(client):
@@ -47,7 +50,6 @@ def test_app_sees_https_so_it_does_not_redirect(client):
     # Django runs with SECURE_SSL_REDIRECT: only a request it sees as secure is answered.
     r = client.get("/api/me/")
     assert r.status_code in (401, 403), (r.status_code, r.headers.get("Location"))
-
 
 
 def test_hsts_sent_once_over_https(stack, client):
@@ -63,9 +65,11 @@ def test_hsts_sent_once_over_https(stack, client):
 def _verify_handshake(base_url: str, context: ssl.SSLContext) -> dict:
     """A TLS handshake for `localhost`, verified by `context`; the served leaf certificate."""
     host, port = _hostport(base_url)
-    with socket.create_connection((host, port), timeout=10) as sock:
-        with context.wrap_socket(sock, server_hostname="localhost") as tls:
-            return tls.getpeercert()
+    with (
+        socket.create_connection((host, port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        return tls.getpeercert()
 
 
 def test_served_chain_verifies_against_the_run_ca_and_no_other_trust_store(base_url, tmp_path):
@@ -155,9 +159,11 @@ def _tls12_with_ciphers(base_url: str, ciphers: str) -> str:
     ctx.load_verify_locations(CA_BUNDLE)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(ciphers)
-    with socket.create_connection((host, port), timeout=10) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-            return tls.cipher()[0]
+    with (
+        socket.create_connection((host, port), timeout=10) as sock,
+        ctx.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        return tls.cipher()[0]
 
 
 def test_only_modern_ciphers_over_tls_1_2(base_url):
@@ -180,15 +186,17 @@ def _raw_request(base_url: str, host: str, path: str, sni: str) -> tuple[dict, b
     address, port = _hostport(base_url)
     context = ssl.create_default_context(cafile=CA_BUNDLE)
     context.check_hostname = False
-    with socket.create_connection((address, port), timeout=10) as sock:
-        with context.wrap_socket(sock, server_hostname=sni) as tls:
-            cert = tls.getpeercert()
-            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-            tls.sendall(request.encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-            return cert, data
+    with (
+        socket.create_connection((address, port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=sni) as tls,
+    ):
+        cert = tls.getpeercert()
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        tls.sendall(request.encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+        return cert, data
 
 
 @pytest.mark.parametrize("sni", ["localhost", "evil.example"])
@@ -225,12 +233,13 @@ def _wait_served_by(stack, base_url: str, ca: str, retired: str, timeout: float 
             raise AssertionError(f"nginx does not serve only the certificate {ca} signed:\n{logs}")
         time.sleep(0.5)
     for _ in range(5):  # settled: every new connection gets the new certificate
-        assert _served_by(base_url, ca) and not _served_by(base_url, retired)
+        assert _served_by(base_url, ca)
+        assert not _served_by(base_url, retired)
 
 
 def _hook(stack, lineage: str) -> None:
     done = subprocess.run(
-        [os.path.join(ROOT, "scripts", "certbot-deploy-hook.sh")],
+        [ROOT / "scripts" / "certbot-deploy-hook.sh"],
         env={**os.environ, "RENEWED_LINEAGE": lineage,
              "PROD_ENV": stack.env_file, "PROD_PROJECT": stack.project},
         capture_output=True, text=True, timeout=120,
@@ -238,10 +247,10 @@ def _hook(stack, lineage: str) -> None:
     assert done.returncode == 0, done.stderr + done.stdout
 
 
-def _assert_key_is_nginx_uid_only(key: str) -> None:
+def _assert_key_is_nginx_uid_only(key: Path) -> None:
     """docs/tls.md: installed as root, the key is readable by nginx's uid (33) alone, no host
     group's; not as root it has to be world-readable (and the hook warns)."""
-    info = os.stat(key)
+    info = Path(key).stat()
     owner_mode = (info.st_uid, oct(stat.S_IMODE(info.st_mode)))
     if os.geteuid() == 0:
         assert owner_mode == (33, "0o400"), owner_mode
@@ -254,16 +263,16 @@ def test_renewed_certificate_installed_by_the_certbot_hook_without_restarting_ng
 ):
     nginx = stack.container_ids("nginx")[0]
     started = stack.inspect(nginx)["State"]["StartedAt"]
-    certs = os.path.dirname(CA_BUNDLE)
+    certs = Path(CA_BUNDLE).parent
     original, renewed = tmp_path / "original", tmp_path / "renewed"
     original.mkdir()
     for name in ("fullchain.pem", "privkey.pem"):
-        shutil.copy(os.path.join(certs, name), original / name)
-    certs_script = os.path.join(ROOT, "scripts", "certs-selfsigned.sh")
+        shutil.copy(certs / name, original / name)
+    certs_script = ROOT / "scripts" / "certs-selfsigned.sh"
     subprocess.run([certs_script, "localhost", str(renewed)], check=True, capture_output=True)
     try:
         _hook(stack, str(renewed))
-        _assert_key_is_nginx_uid_only(os.path.join(certs, "privkey.pem"))
+        _assert_key_is_nginx_uid_only(certs / "privkey.pem")
         _wait_served_by(stack, base_url, str(renewed / "ca.pem"), retired=CA_BUNDLE)
     finally:
         _hook(stack, str(original))

@@ -55,6 +55,7 @@ def main() -> int:
         fail(f"unknown set-up or scenario: {', '.join(unknown)}")
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = config.OUT
+    out.mkdir(parents=True, exist_ok=True)
     kind = "quick run (harness check)" if config.QUICK else "full run"
     log(f"{kind}: project {config.PROJECT}, results in {out}")
     data: dict = {

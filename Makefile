@@ -142,7 +142,7 @@ lint: ## Lint only (the same as test-lint)
 test: ## Everything CI runs: lint, image contracts, Django suite on Postgres+Redis, end to end via nginx
 	@scripts/test.sh all
 
-test-lint: ## ruff, hadolint, shellcheck, compose config, nginx -t, gunicorn and migrations checks
+test-lint: ## The pre-commit hooks (ruff, shellcheck, hadolint, docs, workflow schema), compose config, nginx -t, gunicorn and schema checks
 	@scripts/test.sh lint
 
 test-images: ## Contract tests of the postgres and redis images

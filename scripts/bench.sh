@@ -3,7 +3,8 @@
 # set-ups users would otherwise run, with wrk in a container on the stack's own network.
 # See docs/benchmarks.md.
 # BENCH_QUICK=1: one short round on a small dataset, only to check that the harness works.
-# Results: bench/results/<UTC timestamp>/ (BENCH_QUICK: .cache/bench-results/); bench/results/latest.md.
+# The harness is the Python package bench/ (python -m bench). Each run overwrites
+# bench/results/{latest.json,latest.md,rps.png,p99.png} (BENCH_QUICK: .cache/bench-results/).
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -33,7 +34,7 @@ main() {
 		log "building images (tag $DRS_TAG; cached builds are fast)"
 		scripts/build.sh >/dev/null
 	fi
-	exec "$VENV/bin/python" bench/bench.py
+	exec "$VENV/bin/python" -m bench
 }
 
 main "$@"

@@ -66,7 +66,7 @@ def docs_text() -> str:
 
 
 # Files that exist only once made (by make prod-env, make deploy, a test run): named, never tracked.
-GENERATED = re.compile(r"^(compose/prod\.env|compose/\S*\.tags|certs/|\.cache/|bench/results/)")
+GENERATED = re.compile(r"^(compose/prod\.env|compose/\S*\.tags|certs/|\.cache/)")
 # Top-level folders a path reference starts with; `apps/`, `config/`, `tests/` are also looked up
 # in services/web (the Django project's own relative paths).
 PATH_REF = re.compile(

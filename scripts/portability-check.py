@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEVELOPER_PATH = [
     "scripts/docker-setup.sh", "scripts/dev-urls.sh", "scripts/build.sh", "scripts/test.sh",
     "scripts/certs-selfsigned.sh", "scripts/prod-env.sh", "scripts/lock.sh",
+    "scripts/lint.sh",  # the pre-commit hooks run it on developers' machines
 ]  # fmt: skip
 NOT_PORTABLE = {
     r"\b(mapfile|readarray)\b": "mapfile/readarray (bash 4)",

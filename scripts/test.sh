@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test runner behind `make test` (and CI). Stages, run in this order by `all`:
-#   lint     ruff (check + format), hadolint, shellcheck, compose config (dev, prod),
-#            nginx -t, gunicorn --check-config, docs-check, portability of developer scripts
+#   lint     the pre-commit hooks, each run through pre-commit (.pre-commit-config.yaml:
+#            ruff check + format, hadolint, every shell script through shellcheck, docs-check,
+#            portability of developer scripts, the GitHub workflow's schema); compose config
+#            (dev, prod), nginx -t, gunicorn --check-config, the OpenAPI schema
 #   images   contract tests of the postgres and redis images (tests/images)
 #   django   the Django suite inside the web dev image against the stack's Postgres + Redis
 #   e2e      the prod stack under its own project name on a free 127.0.0.1 port; tests over
@@ -88,6 +90,11 @@ ensure_images() {
 	scripts/build.sh
 }
 
+# The pre-commit hooks, from the tools venv, with pre-commit's state in .cache: `hook ID` runs
+# one hook of .pre-commit-config.yaml over every file, as `pre-commit run --all-files` does.
+precommit() { PRE_COMMIT_HOME="$ROOT/.cache/pre-commit" "$VENV/bin/pre-commit" "$@"; }
+hook() { precommit run --all-files --color never "$1"; }
+
 pytest_run() { # pytest_run STAGE ARGS...: host pytest with a junit file per stage
 	local stage=$1 status=0; shift
 	CURRENT_STAGE=$stage
@@ -99,15 +106,14 @@ pytest_run() { # pytest_run STAGE ARGS...: host pytest with a junit file per sta
 stage_lint() {
 	log "lint"
 	CURRENT_STAGE=lint
-	local dev="drs/web-dev:$DRS_TAG" prod="drs/web:$DRS_TAG"
-	local -a dockerfiles=() scripts=()
-	local f
-	while IFS= read -r f; do dockerfiles+=("$f"); done < <(git ls-files -co --exclude-standard '*Dockerfile')
-	while IFS= read -r f; do scripts+=("$f"); done < <(git ls-files -co --exclude-standard '*.sh' .ci/run)
-	check "ruff check" docker run --rm --network none "$dev" ruff check --no-cache .
-	check "ruff format --check" docker run --rm --network none "$dev" ruff format --no-cache --check .
-	check "hadolint (${#dockerfiles[@]} Dockerfiles)" "$VENV/bin/hadolint" --config .hadolint.yaml "${dockerfiles[@]}"
-	check "shellcheck (${#scripts[@]} scripts)" "$VENV/bin/shellcheck" "${scripts[@]}"
+	local dev="drs/web-dev:$DRS_TAG" prod="drs/web:$DRS_TAG" dockerfiles scripts
+	dockerfiles=$(scripts/lint.sh dockerfiles | wc -l | tr -d ' ')
+	scripts=$(scripts/lint.sh shell-scripts | wc -l | tr -d ' ')
+	check "pre-commit config valid (.pre-commit-config.yaml)" precommit validate-config
+	check "ruff check (services/web, bench)" hook ruff-check
+	check "ruff format --check (services/web, bench)" hook ruff-format
+	check "hadolint ($dockerfiles Dockerfiles)" hook hadolint
+	check "shellcheck ($scripts shell scripts, found by name and shebang)" hook shellcheck
 	check "compose config (dev)" docker compose --env-file compose/dev.env -f docker-compose.yml -f docker-compose.dev.yml config -q
 	check "compose config (prod)" env DRS_ENV_FILE=compose/prod.env.example docker compose \
 		--env-file compose/prod.env.example -f docker-compose.yml -f docker-compose.prod.yml config -q
@@ -121,8 +127,9 @@ stage_lint() {
 	check "gunicorn --check-config (prod web image)" docker run --rm --network none \
 		-e DJANGO_SECRET_KEY=lint-only-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL \
 		-e DJANGO_ALLOWED_HOSTS=localhost -e DATABASE_URL=postgres://u:p@db/x "$prod" gunicorn --check-config
-	check "docs list every Make target and variable, and name nothing that does not exist" scripts/docs-check.py
-	check "developer-path scripts use bash 3.2 and BSD tools only" scripts/portability-check.py
+	check "docs list every Make target and variable, and name nothing that does not exist" hook docs-check
+	check "developer-path scripts use bash 3.2 and BSD tools only" hook portability
+	check "GitHub workflow valid against GitHub's schema (check-jsonschema)" hook workflow
 	check "OpenAPI schema without warnings" docker run --rm --network none -e DJANGO_DEBUG=1 "$dev" \
 		python manage.py spectacular --fail-on-warn --validate --file /dev/null
 	stage_status lint 0

@@ -1,4 +1,4 @@
--- wrk script of the benchmark harness (bench/bench.py). Configured through the environment:
+-- wrk script of the benchmark harness (bench/load.py). Configured through the environment:
 --   BENCH_HOST     Host header (nginx serves only its server_name)
 --   BENCH_TOKENS   comma-separated API tokens; requests rotate through them (one per user)
 --   BENCH_MODE     static (same request every time: fastest for wrk), list, page, detail, create

@@ -1,0 +1,63 @@
+"""Load: one wrk run from the wrk container, and the wait for TIME_WAIT sockets to drain
+before the next (leftover sockets from one run would slow the next)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from bench.config import DRAIN_THRESHOLD, HOST, QUICK
+from bench.console import fail, run
+from bench.stack import Stack
+
+
+def wrk(
+    stack: Stack, url: str, mode: str, path: str | None, connections: int, seconds: int, data: dict
+) -> dict:
+    """One wrk run from the wrk container on the stack's frontend network (compose/bench.yml)."""
+    env = {
+        "BENCH_HOST": HOST,
+        "BENCH_MODE": mode,
+        "BENCH_PATH": path or "/",
+        "BENCH_TOKENS": ",".join(data["tokens"]) if mode != "static" else "",
+        "BENCH_ID_MIN": str(data["id_min"]),
+        "BENCH_ID_MAX": str(data["id_max"]),
+    }
+    target = url + (path if mode == "static" and path else "/")
+    # BENCH_QUICK: wrk also counts responses by status, for report.quick_check().
+    count = ["-e", "BENCH_COUNT_STATUS=1"] if QUICK else []
+    result = stack.compose(
+        "run", "--rm", "--no-deps", "-T", *count, "wrk",
+        "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", "/bench/report.lua", target,
+        env=env,
+        timeout=seconds + 60,
+    )  # fmt: skip
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        fail(f"wrk printed no result for {target}:\n{result.stdout}\n{result.stderr}")
+    return json.loads(lines[-1])
+
+
+def time_wait_host() -> int:
+    out = run(["ss", "-Htan", "state", "time-wait"], check=False).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def time_wait_container(container: str) -> int:
+    out = run(["docker", "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"], check=False).stdout
+    return sum(1 for line in out.splitlines()[1:] if len(line.split()) > 3 and line.split()[3] == "06")
+
+
+def drain_time_wait(limit: float, containers: list[str]) -> dict:
+    """Wait (at most `limit` s) until TIME_WAIT sockets on the host and in the containers'
+    namespaces are below DRAIN_THRESHOLD. Returns the counts seen first and last."""
+
+    def count() -> int:
+        return time_wait_host() + sum(time_wait_container(c) for c in containers)
+
+    start = time.monotonic()
+    first = last = count()
+    while last >= DRAIN_THRESHOLD and time.monotonic() - start < limit:
+        time.sleep(1)
+        last = count()
+    return {"time_wait_before": first, "time_wait_after": last, "drain_s": round(time.monotonic() - start, 1)}

@@ -260,9 +260,10 @@ def _write_rows(export: Export, handle) -> int:
             writer.writerow([*row[:3], row[3].isoformat(), row[4].isoformat()])
             count += 1
     else:
+        serializer = PostSerializer()  # its fields are built once, not per post
         handle.write("[")
         for post in _space_checked(posts.iterator(chunk_size=_CHUNK_SIZE)):
-            record = json.dumps(PostSerializer(post).data, ensure_ascii=False)
+            record = json.dumps(serializer.to_representation(post), ensure_ascii=False)
             handle.write(("\n" if count == 0 else ",\n") + record)
             count += 1
         handle.write("\n]\n" if count else "]\n")

@@ -83,7 +83,7 @@ def exports(stack: Stack) -> dict:
         "from apps.exports import services\n"
         "user = get_user_model().objects.get(username='export-small')\n"
         f"for i in range({SMALL_EXPORTS}):\n"
-        "    services.request_export(user, 'csv' if i % 2 else 'json')\n"
+        "    services.export_create(user=user, export_format='csv' if i % 2 else 'json')\n"
     )
     queued = time.monotonic() - start
     wait_exports(stack, "export-small", SMALL_EXPORTS, 600)
@@ -118,7 +118,8 @@ def exports(stack: Stack) -> dict:
     stack.manage_shell(
         "from django.contrib.auth import get_user_model\n"
         "from apps.exports import services\n"
-        "services.request_export(get_user_model().objects.get(username='export-all'), 'csv')\n"
+        "user = get_user_model().objects.get(username='export-all')\n"
+        "services.export_create(user=user, export_format='csv')\n"
     )
     wait_exports(stack, "export-all", 1, 600)
     wall = time.monotonic() - start

@@ -27,9 +27,7 @@ graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Must exceed nginx's upstream keepalive_timeout (60 s), so nginx closes idle connections first.
 keepalive = _int("GUNICORN_KEEPALIVE", 75)
 # Recycle workers now and then (jittered so they do not all restart together), as a guard
-# against slow leaks. Rarely: a new worker costs about a second of CPU to import Django, and
-# nginx's kept-alive connections pile onto the worker that stayed up. Measured at 1,000: under
-# 200 req/s each worker restarted every ~10 s and one worker took nearly all the load.
+# against slow leaks; rarely, as a new worker costs a second of CPU (docs/benchmarks.md).
 max_requests = _int("GUNICORN_MAX_REQUESTS", 50_000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 5_000)
 # Heartbeat files on tmpfs: a disk-backed /tmp can stall workers into timeouts.
@@ -47,8 +45,7 @@ control_socket_disable = "GUNICORN_CONTROL_SOCKET" not in os.environ
 def post_worker_init(worker):
     """Once the app is imported in a worker: move everything alive now (Django, the URLconf,
     the ORM's models) out of the garbage collector's sight, and collect the youngest
-    generation less often. A request allocates thousands of short-lived objects; the default
-    threshold (700) ran a collection several times per request, each one walking every young
-    object."""
+    generation less often than the default 700 allocations (a request makes thousands of
+    short-lived objects; docs/benchmarks.md)."""
     gc.freeze()
     gc.set_threshold(_int("GUNICORN_GC_THRESHOLD", 20_000), 20, 20)

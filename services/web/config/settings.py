@@ -141,10 +141,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # libpq's `options`: set for the whole session as it starts (options from DATABASE_URL kept).
     _timeout_option = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
     _db_options["options"] = f"{_db_options.get('options', '')} {_timeout_option}".strip()
-# The list page's SQL as a PostgreSQL prepared statement on each connection that runs it twice
-# (apps/core/queries.py): planned once instead of on every page. Turn off behind a pooler in
-# transaction mode (PgBouncer's pool_mode=transaction), where a connection is not one session.
-DB_PREPARED_STATEMENTS = env.bool("DJANGO_DB_PREPARED_STATEMENTS", default=True)
 
 # --- Cache (Redis when REDIS_URL is set, else local memory) -------------------------------------
 
@@ -152,11 +148,13 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "apps.core.cache.RedisCache",
+            # django-redis: one client per process, reused (hiredis parses replies when
+            # installed); apps/core/cache.py counts with its redis-py client.
+            "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "web",
             # Short socket timeouts: a dead Redis must fail fast, not hang a request.
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
         }
     }
 else:

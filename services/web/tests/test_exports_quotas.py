@@ -155,7 +155,7 @@ def test_the_worker_checks_free_space_before_writing(user, settings):
     PostFactory(author=user)
     export = Export.objects.create(owner=user, format="csv")
     settings.EXPORT_MIN_FREE_PERCENT = 100.0  # the disk filled while it was queued
-    services.run_export(export.id)
+    services.export_run(export.id)
     export.refresh_from_db()
     assert export.status == "failed"
     assert export.error == services.NO_SPACE
@@ -177,7 +177,7 @@ def test_the_worker_stops_when_free_space_runs_low_mid_write(user, settings, mon
         return usage if len(calls) < 3 else usage._replace(free=0)
 
     monkeypatch.setattr(services.shutil, "disk_usage", shrinking)
-    services.run_export(export.id)
+    services.export_run(export.id)
     export.refresh_from_db()
     assert len(calls) == 3  # before the run, before row 1, before row 3
     assert export.status == "failed"
@@ -198,12 +198,12 @@ def test_a_full_disk_mid_write_fails_cleanly(user, settings, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(services, "_write_rows", disk_full)
-    services.run_export(export.id)
+    services.export_run(export.id)
     export.refresh_from_db()
     assert export.status == "failed"
     assert export.error == services.NO_SPACE
     assert files_under(settings.MEDIA_ROOT) == []
     monkeypatch.setattr(services, "_write_rows", real_write_rows)
-    again = services.request_export(user, "csv")
+    again = services.export_create(user=user, export_format="csv")
     again.refresh_from_db()
     assert again.status == "done"

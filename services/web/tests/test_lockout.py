@@ -119,22 +119,24 @@ def test_admin_login_works_for_another_user_during_the_lock(client, user, other_
 def cache_down(settings):
     settings.CACHES = {
         "default": {
-            "BACKEND": "apps.core.cache.RedisCache",
+            "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
         }
     }
 
 
 @pytest.fixture
 def cache_full(monkeypatch):
-    """Redis at maxmemory under noeviction: every write answers OOM."""
-    from apps.core.cache import RedisCache
+    """Redis at maxmemory under noeviction: every counter write answers OOM."""
+    from apps.accounts import lockout
+    from apps.core import throttles
 
-    def refuse(self, *args, **kwargs):
+    def refuse(*args, **kwargs):
         raise ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
 
-    monkeypatch.setattr(RedisCache, "hit", refuse)
+    for module in (lockout, throttles):  # the users of apps.core.cache.counter_hit
+        monkeypatch.setattr(module, "counter_hit", refuse)
 
 
 @pytest.mark.parametrize("refusal", ["cache_down", "cache_full"])

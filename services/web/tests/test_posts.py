@@ -31,34 +31,6 @@ def test_list_is_public_and_paginated_by_20(api_client):
     assert set(first["author"]) == {"id", "username"}
 
 
-def test_fast_representation_equals_drf_field_output(settings):
-    """PostSerializer writes posts out directly (post_representation); DRF's generic fields,
-    which define the schema, give exactly the same, also in another time zone and with
-    microseconds."""
-    from django.utils import timezone
-    from rest_framework import serializers
-
-    from apps.posts import selectors
-    from apps.posts.serializers import PostSerializer
-
-    post = PostFactory(title='ünï "quoted"', body="line\nbreak")
-    Post.objects.filter(pk=post.pk).update(
-        created_at="2026-03-01T09:00:00+00:00",  # no microseconds: none written
-        updated_at="2026-03-01T10:20:30.123456+00:00",
-    )
-    post.refresh_from_db()
-    for zone in ("UTC", "Europe/Berlin"):
-        settings.TIME_ZONE = zone
-        with timezone.override(zone):
-            generic = serializers.ModelSerializer.to_representation(PostSerializer(), post)
-            assert PostSerializer(post).data == generic
-            # The list's rows (selectors.post_rows) give the same too.
-            row = selectors.post_rows().get(pk=post.pk)
-            assert PostSerializer(row).data == generic
-    assert generic["updated_at"] == "2026-03-01T11:20:30.123456+01:00"
-    assert generic["created_at"] == "2026-03-01T10:00:00+01:00"
-
-
 def test_list_without_filter_parameters_skips_the_filter_form(api_client, user, other_user):
     """No filter parameter: the same rows as with an empty filter set; with one: filtered."""
     PostFactory.create_batch(3, author=user)

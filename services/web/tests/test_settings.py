@@ -61,7 +61,7 @@ def test_urls_switch_to_postgres_redis_and_a_real_broker():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.postgresql",
-        "apps.core.cache.RedisCache",
+        "django_redis.cache.RedisCache",
         "False",
         "redis://localhost:6379/0",
         "False",

@@ -18,6 +18,7 @@ import logging
 from django.conf import settings
 from django.core.cache import cache
 
+from apps.core.cache import counter_hit
 from apps.core.exceptions import LoginLocked, LoginUnavailable
 
 logger = logging.getLogger(__name__)
@@ -28,13 +29,6 @@ def _attempts_key(username: str) -> str:
     return "login:attempts:" + hashlib.sha256(username.casefold().encode()).hexdigest()
 
 
-def _hit(key: str, seconds: int) -> tuple[int, float]:
-    if hasattr(cache, "hit"):  # Redis (apps/core/cache.py): one atomic round trip
-        return cache.hit(key, seconds)
-    cache.add(key, 0, seconds)  # local memory (tests without Redis)
-    return cache.incr(key), float(seconds)
-
-
 def login_attempt_count(username: str) -> None:
     """Count one password check for ``username``. Raises ``LoginLocked`` (429) past the limit,
     ``LoginUnavailable`` (503) when the cache refuses."""
@@ -42,7 +36,7 @@ def login_attempt_count(username: str) -> None:
     if limit <= 0:
         return
     try:
-        hits, left = _hit(_attempts_key(username), settings.LOGIN_LOCKOUT_SECONDS)
+        hits, left = counter_hit(_attempts_key(username), settings.LOGIN_LOCKOUT_SECONDS)
     except Exception as exc:
         logger.warning("login refused, lockout counter unavailable: %s", exc)
         raise LoginUnavailable() from exc

@@ -26,7 +26,7 @@ def token_revoke(*, token: AuthToken) -> None:
     token.delete()
 
 
-def user_tokens_revoke(*, user_id: int) -> int:
+def token_revoke_all(*, user_id: int) -> int:
     """Every token of the user (password change, deactivation): the number deleted."""
     deleted, _ = AuthToken.objects.filter(user_id=user_id).delete()
     return deleted

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
 
-from apps.accounts.services import user_tokens_revoke
+from apps.accounts.services import token_revoke_all
 
 _CREDENTIAL_FIELDS = {"password", "is_active"}
 
@@ -29,4 +29,4 @@ def _revoke_tokens_on_credential_change(sender, instance, raw, update_fields, **
         return
     deactivated = stored["is_active"] and not instance.is_active
     if stored["password"] != instance.password or deactivated:
-        user_tokens_revoke(user_id=instance.pk)
+        token_revoke_all(user_id=instance.pk)

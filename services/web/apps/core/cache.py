@@ -1,15 +1,16 @@
-"""Django's Redis cache backend, with two additions the hot path needs.
+"""Counters in the shared cache: a window that opens at the first hit and lasts ``seconds``.
 
-- One ``redis.Redis`` client per connection pool, made once: Django's backend builds a new one
-  on every cache call, which copies redis-py's table of response callbacks each time (a few
-  percent of a list request, profiled with py-spy).
-- ``hit(key, seconds)``: a counter that starts at the first hit and lives ``seconds``, counted
-  and read in one command (a Lua script: INCR, EXPIRE NX, PTTL, atomic in Redis; a pipeline
-  of them in a MULTI/EXEC transaction was five commands to send and parse): the throttles'
-  counter (apps/core/throttles.py).
+The throttles (apps/core/throttles.py) and the login lockout (apps/accounts/lockout.py) count
+with ``counter_hit``. On Redis (django-redis, ``REDIS_URL`` set) a hit is one atomic command, a
+Lua script run by its SHA (INCR, EXPIRE NX, PTTL), that also says how long the window has left
+(``Retry-After``). Other caches (local memory in tests and development) count through Django's
+cache API.
 """
 
-from django.core.cache.backends import redis as django_redis
+import functools
+
+from django.core.cache import cache
+from django_redis import get_redis_connection
 
 # KEYS[1]: the counter; ARGV[1]: its window in seconds. Returns {hits, milliseconds left}.
 HIT_SCRIPT = """
@@ -19,31 +20,18 @@ return {hits, redis.call('PTTL', KEYS[1])}
 """
 
 
-class RedisCacheClient(django_redis.RedisCacheClient):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._clients = {}
-
-    def get_client(self, key=None, *, write=False):
-        pool = self._get_connection_pool(write)
-        client = self._clients.get(id(pool))
-        if client is None:
-            client = self._clients[id(pool)] = self._client(connection_pool=pool)
-        return client
+@functools.lru_cache(maxsize=8)
+def _hit_script(client):
+    # Run by its SHA; redis-py loads the script again when Redis answers NOSCRIPT.
+    return client.register_script(HIT_SCRIPT)
 
 
-class RedisCache(django_redis.RedisCache):
-    def __init__(self, server, params):
-        super().__init__(server, params)
-        self._class = RedisCacheClient
-        self._hit_script = None
-
-    def hit(self, key: str, seconds: int, version=None) -> tuple[int, float]:
-        """Count one hit on ``key``: ``(hits in the current window, seconds it has left)``.
-        The window opens at the first hit and lasts ``seconds``."""
-        key = self.make_and_validate_key(key, version=version)
-        client = self._cache.get_client(key, write=True)
-        if self._hit_script is None:  # run by its SHA; redis-py loads it again on NOSCRIPT
-            self._hit_script = client.register_script(HIT_SCRIPT)
-        hits, left_ms = self._hit_script(keys=[key], args=[seconds], client=client)
-        return hits, max(left_ms, 0) / 1000
+def counter_hit(key: str, seconds: int) -> tuple[int, float]:
+    """Count one hit on ``key``: ``(hits in the current window, seconds it has left)``."""
+    try:
+        client = get_redis_connection("default")
+    except NotImplementedError:  # not django-redis
+        cache.add(key, 0, seconds)
+        return cache.incr(key), float(seconds)
+    hits, left_ms = _hit_script(client)(keys=[cache.make_key(key)], args=[seconds])
+    return hits, max(left_ms, 0) / 1000

@@ -1,3 +1,6 @@
+"""Page-number pagination with bounded parameters, and a ``count`` that may cost less than
+``COUNT(*)``: PostgreSQL's row estimate for a whole large table (``TableCountPaginator``)."""
+
 import time
 
 from django.conf import settings
@@ -17,28 +20,18 @@ def forget_estimates() -> None:
     _estimates.clear()
 
 
-def table_count(queryset) -> tuple[int, bool] | None:
-    """``(count, estimated)`` in one query when the queryset is a whole PostgreSQL table (no
-    filter): the planner's row estimate when it is at least ``PAGINATION_ESTIMATE_ABOVE``, else
-    the exact ``COUNT(*)``. None for anything else (then the caller counts as usual).
-    ``COUNT(*)`` scans every row: on a large table it costs more than the page itself."""
+def table_count(model, database: str = "default") -> tuple[int, bool] | None:
+    """``(count, estimated)`` of ``model``'s whole table in one query on PostgreSQL: the
+    planner's row estimate when it is at least ``PAGINATION_ESTIMATE_ABOVE``, else the exact
+    ``COUNT(*)``. None when turned off (0) or on another database."""
     threshold = settings.PAGINATION_ESTIMATE_ABOVE
-    if not threshold or not hasattr(queryset, "query"):
+    connection = connections[database]
+    if not threshold or connection.vendor != "postgresql":
         return None
-    query = queryset.query
-    connection = connections[queryset.db]
-    if (
-        connection.vendor != "postgresql"
-        or query.where
-        or query.distinct
-        or query.combinator
-        or query.is_sliced
-    ):
-        return None
-    table = queryset.model._meta.db_table
-    # The estimate changes only when autovacuum analyzes the table: kept a few seconds per
-    # process (DJANGO_PAGINATION_ESTIMATE_CACHE_SECONDS), it saves a query on every page.
-    key = (queryset.db, table, threshold)
+    table = model._meta.db_table
+    # The estimate changes only when autovacuum analyzes the table: each process keeps it
+    # DJANGO_PAGINATION_ESTIMATE_CACHE_SECONDS, which saves a query per page.
+    key = (database, table, threshold)
     cached = _estimates.get(key) if settings.PAGINATION_ESTIMATE_CACHE_SECONDS else None
     if cached is not None and cached[0] > time.monotonic():
         return cached[1], True
@@ -61,17 +54,22 @@ def table_count(queryset) -> tuple[int, bool] | None:
 
 
 class Paginator(DjangoPaginator):
-    """Django's paginator with a cheap count on large unfiltered tables (``table_count``).
-    A page past the estimated end falls back to the exact count, so every page stays
-    reachable."""
+    """Django's paginator whose ``count`` may come from ``cheap_count()`` (None there: Django's
+    exact count). When that count is an estimate (``estimated``) and a page lies past its end,
+    the page is looked for again with the exact count, so every page stays reachable."""
 
     estimated = False
+    exact = False  # True once a page past an estimate asked for the exact count
+
+    def cheap_count(self) -> tuple[int, bool] | None:
+        """``(count, estimated)`` for less than ``COUNT(*)``, or None to count exactly."""
+        return None
 
     @cached_property
     def count(self) -> int:
-        counted = table_count(self.object_list)
+        counted = None if self.exact else self.cheap_count()
         if counted is None:
-            return DjangoPaginator.count.real_func(self)
+            return super().count
         count, self.estimated = counted
         return count
 
@@ -79,20 +77,25 @@ class Paginator(DjangoPaginator):
         try:
             return super().validate_number(number)
         except EmptyPage:
-            if not self.estimated:
+            # Past the end of an estimate (so count and num_pages were read), or not a page.
+            if not self.estimated or int(number) < 1:
                 raise
-            self.estimated = False
-            self.__dict__["count"] = DjangoPaginator.count.real_func(self)
-            self.__dict__.pop("num_pages", None)
-            return super().validate_number(number)
+        self.exact, self.estimated = True, False
+        del self.count, self.num_pages  # cached properties: the next read computes them again
+        return super().validate_number(number)
+
+
+class TableCountPaginator(Paginator):
+    """For a list of a whole table (nothing filtered out): ``table_count``."""
+
+    def cheap_count(self):
+        return table_count(self.object_list.model, self.object_list.db)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
     """``?page=N&page_size=M``: 20 per page by default. ``page_size`` must be an integer from 1
     to 100 and ``page`` an integer from 1 (anything else is a 400 naming the parameter; a page
-    past the end is a 404). On a table of more than ``DJANGO_PAGINATION_ESTIMATE_ABOVE`` rows
-    an unfiltered list's ``count`` is PostgreSQL's estimate (kept current by autovacuum), not
-    ``COUNT(*)``."""
+    past the end is a 404)."""
 
     django_paginator_class = Paginator
     page_size = 20

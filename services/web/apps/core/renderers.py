@@ -7,11 +7,11 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 class JSONRenderer(renderers.JSONRenderer):
-    """DRF's JSON renderer with the encoding done by orjson (a page of posts was about 6% of
-    the request in the standard library's encoder, profiled with py-spy). Same bytes as DRF's
-    compact UTF-8 output: what orjson does not know itself (datetimes, lazy translation
-    strings, Decimal, ...) goes through DRF's own encoder, and U+2028/U+2029 are escaped as
-    DRF does. An indented answer (``Accept: application/json; indent=4``) is DRF's."""
+    """DRF's JSON renderer with the encoding done by orjson (docs/benchmarks.md). Same bytes
+    as DRF's compact UTF-8 output: what orjson does not know itself (datetimes, lazy
+    translation strings, Decimal, ...) goes through DRF's own encoder, and U+2028/U+2029 are
+    escaped as DRF does. An indented answer (``Accept: application/json; indent=4``) is
+    DRF's."""
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if data is None:

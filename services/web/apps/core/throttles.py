@@ -14,17 +14,17 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework import throttling
 from rest_framework.settings import api_settings
 
+from apps.core.cache import counter_hit
 from apps.core.exceptions import LoginUnavailable
 
 logger = logging.getLogger(__name__)
 
 
 class _RateFromSettingsMixin:
-    """Rates read at request time, counted in one cache round trip where the cache can
-    (``apps.core.cache.RedisCache.hit``): a window opens at a client's first request and lets
-    ``num_requests`` through until it closes; ``Retry-After`` is the time it has left. DRF's
-    own counter keeps every request's timestamp in a list read and written back whole on each
-    request (up to 1,000 entries per user at the default rate)."""
+    """Rates read at request time, counted with ``apps.core.cache.counter_hit``: a window
+    opens at a client's first request and lets ``num_requests`` through until it closes;
+    ``Retry-After`` is the time it has left. (DRF's own throttles keep every request's
+    timestamp in a list, read and written back whole on each request.)"""
 
     scope: str
     # True: with the cache unavailable, refuse (503) instead of letting the request through.
@@ -40,12 +40,12 @@ class _RateFromSettingsMixin:
         # Fail open (unless fail_closed): with the cache (Redis) down, serve the request
         # unthrottled rather than answer 500 to everyone; /readyz reports the cache as failing.
         try:
-            if self.rate is None or not hasattr(self.cache, "hit"):
-                return super().allow_request(request, view)
+            if self.rate is None:
+                return True
             self.key = self.get_cache_key(request, view)
             if self.key is None:
                 return True
-            hits, self.left = self.cache.hit(self.key, self.duration)
+            hits, self.left = counter_hit(self.key, self.duration)
             return hits <= self.num_requests
         except Exception as exc:
             if self.fail_closed:
@@ -55,8 +55,7 @@ class _RateFromSettingsMixin:
             return True
 
     def wait(self):
-        left = getattr(self, "left", None)
-        return super().wait() if left is None else max(left, 1)
+        return max(self.left, 1)  # allow_request refused: its counter said how long is left
 
 
 class AnonRateThrottle(_RateFromSettingsMixin, throttling.AnonRateThrottle):

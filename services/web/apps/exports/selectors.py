@@ -1,6 +1,8 @@
-"""Read queries for exports: what the quotas count."""
+"""Read queries for exports: the API's list, and what the quotas count."""
 
 from datetime import datetime
+
+from django.db.models import QuerySet
 
 from apps.exports.models import Export
 
@@ -23,3 +25,8 @@ def export_created_times(owner, since: datetime) -> list[datetime]:
         .order_by("created_at")
         .values_list("created_at", flat=True)
     )
+
+
+def export_list(*, owner) -> QuerySet[Export]:
+    """``owner``'s exports, newest first."""
+    return Export.objects.filter(owner=owner).order_by("-created_at")

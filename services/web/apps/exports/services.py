@@ -21,11 +21,13 @@ from kombu.exceptions import KombuError
 
 from apps.exports import selectors as export_selectors
 from apps.exports.models import Export
-from apps.posts import selectors
+from apps.posts import selectors as post_selectors
+from apps.posts.serializers import PostSerializer
 
 logger = logging.getLogger(__name__)
 
 EXPORT_DIR = "exports"
+# A CSV file's columns (a JSON export holds each post as the API shows it: PostSerializer).
 CSV_COLUMNS = ["id", "title", "body", "created_at", "updated_at"]
 _CHUNK_SIZE = 2000
 # What the owner of an export that failed unexpectedly reads in its `error`.
@@ -70,7 +72,7 @@ def export_path(export: Export) -> Path:
 # --- Requesting --------------------------------------------------------------------------------
 
 
-def enqueue(export: Export) -> None:
+def export_enqueue(export: Export) -> None:
     """Send the export's task to the broker (retrying briefly), or raise QueueUnavailableError."""
     from apps.exports.tasks import run_export
     from config.celery import app
@@ -133,7 +135,7 @@ def _quota_check(user, now) -> None:
         )
 
 
-def _export_create(user, export_format: str) -> Export:
+def _export_row_create(user, export_format: str) -> Export:
     """Create the export row if ``user``'s quotas allow it. Concurrent requests of one user
     queue on a lock of the user's row (FOR NO KEY UPDATE: it blocks only other such locks), so
     each counts the rows the one before it committed: N parallel requests cannot slip past
@@ -146,15 +148,15 @@ def _export_create(user, export_format: str) -> Export:
         return Export.objects.create(owner=user, format=export_format)
 
 
-def request_export(user, export_format: str) -> Export:
+def export_create(*, user, export_format: str) -> Export:
     """Create an export for ``user`` and queue its task. Raises InsufficientStorageError when
     the media volume is short of space, QuotaExceededError / QueueFullError over a cap, and
     QueueUnavailableError when the broker is down; in each case no export is left behind."""
     media_space_check()
     # Committed before it is queued: a worker never receives an export it cannot see.
-    export = _export_create(user, export_format)
+    export = _export_row_create(user, export_format)
     try:
-        enqueue(export)
+        export_enqueue(export)
     except QueueUnavailableError:
         logger.warning("broker unavailable, export %s not queued", export.pk)
         export.delete()
@@ -248,26 +250,21 @@ def _space_checked(rows):
 
 
 def _write_rows(export: Export, handle) -> int:
-    rows = _space_checked(
-        selectors.posts_by_author(export.owner_id)
-        .order_by("id")
-        .values_list(*CSV_COLUMNS)
-        .iterator(chunk_size=_CHUNK_SIZE)
-    )
+    posts = post_selectors.post_list(author_id=export.owner_id).order_by("id")
     count = 0
     if export.format == Export.Format.CSV:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
-        for row in rows:
+        rows = posts.values_list(*CSV_COLUMNS).iterator(chunk_size=_CHUNK_SIZE)
+        for row in _space_checked(rows):
             writer.writerow([*row[:3], row[3].isoformat(), row[4].isoformat()])
             count += 1
     else:
+        serializer = PostSerializer()  # its fields are built once, not per post
         handle.write("[")
-        for row in rows:
-            record = dict(zip(CSV_COLUMNS, row, strict=True))
-            record["created_at"] = row[3].isoformat()
-            record["updated_at"] = row[4].isoformat()
-            handle.write(("\n" if count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+        for post in _space_checked(posts.iterator(chunk_size=_CHUNK_SIZE)):
+            record = json.dumps(serializer.to_representation(post), ensure_ascii=False)
+            handle.write(("\n" if count == 0 else ",\n") + record)
             count += 1
         handle.write("\n]\n" if count else "]\n")
     return count
@@ -290,7 +287,7 @@ def _write_file(export: Export) -> int:
     return count
 
 
-def run_export(export_id) -> Export | None:
+def export_run(export_id) -> Export | None:
     """Produce the export's file. Idempotent: a second run, or a run after a worker died
     mid-way, ends with one complete file and status ``done``."""
     export = _start(export_id)
@@ -341,7 +338,7 @@ def _fail(export: Export, message: str) -> Export:
 # --- Maintenance (Celery beat) ------------------------------------------------------------------
 
 
-def purge_expired_exports(now=None) -> int:
+def export_purge_expired(now=None) -> int:
     """Delete exports older than EXPORT_TTL_DAYS with their files, and temporary files left
     by workers that died mid-write. Returns the number of exports deleted."""
     now = now or timezone.now()
@@ -365,7 +362,7 @@ def purge_expired_exports(now=None) -> int:
     return deleted
 
 
-def sweep_stuck_exports(now=None) -> dict[str, int]:
+def export_sweep_stuck(now=None) -> dict[str, int]:
     """Deal with exports that make no progress: ``running`` ones whose heartbeat is older than
     EXPORT_HEARTBEAT_TIMEOUT_SECONDS (their worker died) are re-queued, or failed after
     EXPORT_MAX_ATTEMPTS runs; ``queued`` ones not picked up for EXPORT_STUCK_MINUTES (their
@@ -414,7 +411,7 @@ def sweep_stuck_exports(now=None) -> dict[str, int]:
             export.status = Export.Status.QUEUED
             export.save(update_fields=["status"])
         try:
-            enqueue(export)
+            export_enqueue(export)
         except QueueUnavailableError:
             logger.warning("broker unavailable, export %s stays queued", export.pk)
             continue

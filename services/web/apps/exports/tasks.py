@@ -1,4 +1,8 @@
-"""Celery tasks: thin wrappers over apps.exports.services."""
+"""Celery tasks: thin wrappers over apps.exports.services.
+
+A task's name (its module path) is what the broker's messages carry: renaming one strands the
+messages queued under the old name during a rolling deploy, so these keep their names.
+"""
 
 from celery import shared_task
 from django.conf import settings
@@ -15,14 +19,14 @@ from apps.exports import services
 )
 def run_export(export_id: str) -> None:
     """Write the export's file; idempotent, so a redelivered message is harmless."""
-    services.run_export(export_id)
+    services.export_run(export_id)
 
 
 @shared_task(ignore_result=True)
 def purge_expired_exports() -> int:
-    return services.purge_expired_exports()
+    return services.export_purge_expired()
 
 
 @shared_task(ignore_result=True)
 def sweep_stuck_exports() -> dict[str, int]:
-    return services.sweep_stuck_exports()
+    return services.export_sweep_stuck()

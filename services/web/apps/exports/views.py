@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from apps.core.exceptions import ServiceUnavailable
 from apps.core.schema import ERROR_SCHEMA
-from apps.exports import services
+from apps.exports import selectors, services
 from apps.exports.models import Export
 from apps.exports.serializers import ExportCreateSerializer, ExportSerializer
 
@@ -63,7 +63,7 @@ class ExportViewSet(
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Export.objects.none()
-        return Export.objects.filter(owner=self.request.user)
+        return selectors.export_list(owner=self.request.user)
 
     @extend_schema(
         summary="Request an export of all my posts",
@@ -86,7 +86,9 @@ class ExportViewSet(
         serializer = ExportCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            export = services.request_export(request.user, serializer.validated_data["format"])
+            export = services.export_create(
+                user=request.user, export_format=serializer.validated_data["format"]
+            )
         except services.InsufficientStorageError as exc:
             raise InsufficientStorage() from exc
         except services.QueueFullError as exc:

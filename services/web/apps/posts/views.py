@@ -1,19 +1,18 @@
 from django.conf import settings
 from django.http import Http404, HttpRequest, JsonResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.permissions import IsAuthenticatedOrReadOnly
 
 from apps.core.filters import FilterBackend
-from apps.core.pagination import Paginator
-from apps.posts import selectors
+from apps.core.pagination import TableCountPaginator
+from apps.posts import selectors, services
 from apps.posts.filters import PostFilter, SearchFilter
 from apps.posts.pagination import PostPagination
 from apps.posts.permissions import IsAuthorOrReadOnly
-from apps.posts.serializers import PostSerializer, row_representation
+from apps.posts.serializers import PostSerializer
 
 
 @extend_schema_view(
@@ -32,33 +31,39 @@ class PostViewSet(viewsets.ModelViewSet):
     filterset_class = PostFilter
     search_fields = ["title", "body"]
     pagination_class = PostPagination
-
     filter_backends = [FilterBackend, SearchFilter]
 
     def get_queryset(self):
-        # A list only shows posts: plain rows. Everything else works on model instances
-        # (object permissions, updates).
-        if self.action == "list":
-            return selectors.post_rows()
         return selectors.post_list()
 
     def perform_create(self, serializer):
-        serializer.save(author=self.request.user)
+        serializer.instance = services.post_create(
+            author=self.request.user, **serializer.validated_data
+        )
+
+    def perform_update(self, serializer):
+        serializer.instance = services.post_update(
+            post=serializer.instance, **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance):
+        services.post_delete(post=instance)
 
 
 @require_GET
 def bench_posts(request: HttpRequest) -> JsonResponse:
-    """Bench only (``DJANGO_BENCH_VIEWS``): the first page of ``/api/posts/`` (same 20 rows,
-    same fields, same count strategy, same row function) as a bare Django view, to price
-    DRF's own overhead: authentication, throttles, filters, pagination, rendering."""
+    """Bench only (``DJANGO_BENCH_VIEWS``): the first page of ``/api/posts/`` (same rows, same
+    serializer, same count) as a plain Django view, to price DRF's view around it:
+    authentication, throttles, filters, pagination, content negotiation and rendering."""
     if not settings.BENCH_VIEWS:
         raise Http404
-    queryset = selectors.post_rows()
     page_size = settings.REST_FRAMEWORK["PAGE_SIZE"]
-    count = Paginator(queryset, page_size).count
-    zone = timezone.get_current_timezone()
-    rows = [row_representation(row, zone) for row in queryset[:page_size]]
+    paginator = TableCountPaginator(selectors.post_list(), page_size)
+    page = paginator.page(1)
     next_url = None
-    if count > page_size:
+    if page.has_next():
         next_url = request.build_absolute_uri(reverse("post-list") + "?page=2")
-    return JsonResponse({"count": count, "next": next_url, "previous": None, "results": rows})
+    results = PostSerializer(page.object_list, many=True).data
+    return JsonResponse(
+        {"count": paginator.count, "next": next_url, "previous": None, "results": results}
+    )

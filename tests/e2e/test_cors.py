@@ -2,6 +2,8 @@
 scripts/test.sh sets for the test stack) gets its preflight and its answers allowed; any other
 origin gets no CORS header, so the browser keeps the answer from the page."""
 
+import time
+
 import pytest
 
 POSTS = "/api/posts/"
@@ -50,5 +52,26 @@ def test_the_allowed_origin_reads_answers_and_their_headers(make_user, allowed_o
     exposed = {h.strip() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
     assert {"Location", "X-Request-ID"} <= exposed
     r = alice.get(POSTS, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 200
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_the_allowed_origin_reads_an_export_download(make_user, allowed_origin):
+    """nginx streams the file from its internal location (X-Accel-Redirect), which keeps the
+    API's CORS headers: a page on the allowed origin can read the download, another cannot."""
+    alice = make_user("cors-export")
+    r = alice.post("/api/exports/", json={"format": "csv"})
+    assert r.status_code == 202, r.text[:300]
+    url = f"/api/exports/{r.json()['id']}/"
+    deadline = time.monotonic() + 60
+    while alice.get(url).json()["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, "export not finished after 60 s"
+        time.sleep(0.25)
+    r = alice.get(url + "download/", headers={"Origin": allowed_origin})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/csv")
+    assert r.headers["Access-Control-Allow-Origin"] == allowed_origin
+    assert "Content-Disposition" in r.headers["Access-Control-Expose-Headers"]
+    r = alice.get(url + "download/", headers={"Origin": "https://evil.example"})
     assert r.status_code == 200
     assert "Access-Control-Allow-Origin" not in r.headers

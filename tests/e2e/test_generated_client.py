@@ -18,14 +18,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from conftest import Client
+
 PACKAGE = "drs_generated_client"
 # The generator's post hooks run ruff over its output: cosmetic, and not what is tested here.
 GENERATOR_CONFIG = "post_hooks: []\n"
 
 
 @pytest.fixture(scope="module")
-def schema(client) -> dict:
-    r = client.get("/api/schema/", params={"format": "json"})
+def schema(base_url) -> dict:
+    with Client(base_url) as client:
+        r = client.get("/api/schema/", params={"format": "json"})
     assert r.status_code == 200, r.text[:300]
     return r.json()
 
@@ -64,16 +67,21 @@ def models(generated):
 
 
 @pytest.fixture(scope="module")
-def connection(base_url) -> dict:
-    """What every generated client gets: nginx's address, the served Host name (nginx drops
-    any other) and the run's CA."""
+def connection(base_url):
+    """What every generated client gets, fresh each time (a client writes its token into the
+    headers it is given): nginx's address, the served Host name (nginx drops any other) and
+    the run's CA."""
     context = ssl.create_default_context(cafile=os.environ.get("E2E_CA_BUNDLE"))
-    return {
-        "base_url": base_url,
-        "headers": {"Host": f"localhost:{urlsplit(base_url).port}"},
-        "verify_ssl": context,
-        "raise_on_unexpected_status": True,  # an undocumented status fails the test
-    }
+
+    def settings() -> dict:
+        return {
+            "base_url": base_url,
+            "headers": {"Host": f"localhost:{urlsplit(base_url).port}"},
+            "verify_ssl": context,
+            "raise_on_unexpected_status": True,  # an undocumented status fails the test
+        }
+
+    return settings
 
 
 def declared(schema: dict, path: str, method: str, response) -> None:
@@ -99,7 +107,7 @@ def session(stack, generated, connection):
     )
     login = operation(generated, "auth", "auth_token_create")
     body = models(generated).LoginRequest(username=username, password=password)
-    with generated.Client(**connection) as anonymous:
+    with generated.Client(**connection()) as anonymous:
         # The login throttle (per address) is shared by every suite on the stack: when it bites,
         # wait as long as the API says (Retry-After), as make_user does.
         for _ in range(4):
@@ -110,7 +118,7 @@ def session(stack, generated, connection):
     assert r.status_code == 200, r.content[:300]
     token = r.parsed.token
     assert token
-    with generated.AuthenticatedClient(**connection, token=token, prefix="Token") as api:
+    with generated.AuthenticatedClient(**connection(), token=token, prefix="Token") as api:
         yield username, api
 
 
@@ -118,7 +126,8 @@ def test_the_generated_client_logs_in_and_reads_me(generated, schema, session):
     username, api = session
     r = operation(generated, "auth", "me_retrieve").sync_detailed(client=api)
     declared(schema, "/api/me/", "get", r)
-    assert r.status_code == 200 and r.parsed.username == username
+    assert r.status_code == 200
+    assert r.parsed.username == username
 
 
 def test_the_generated_client_creates_reads_changes_lists_and_deletes_a_post(
@@ -132,25 +141,30 @@ def test_the_generated_client_creates_reads_changes_lists_and_deletes_a_post(
     declared(schema, "/api/posts/", "post", r)
     assert r.status_code == 201, r.content[:300]
     post = r.parsed
-    assert isinstance(post, m.Post) and post.author.username == username
+    assert isinstance(post, m.Post)
+    assert post.author.username == username
 
     # Reads are public: an anonymous generated client reads it.
-    with generated.Client(**connection) as anonymous:
+    with generated.Client(**connection()) as anonymous:
         r = posts("posts_retrieve").sync_detailed(client=anonymous, id=post.id)
     declared(schema, "/api/posts/{id}/", "get", r)
-    assert r.parsed.title == "Hi" and r.parsed.body == "1"
+    assert r.parsed.title == "Hi"
+    assert r.parsed.body == "1"
 
     r = posts("posts_partial_update").sync_detailed(
         client=api, id=post.id, body=m.PatchedPostRequest(title="Hi again")
     )
     declared(schema, "/api/posts/{id}/", "patch", r)
-    assert r.status_code == 200 and r.parsed.title == "Hi again" and r.parsed.body == "1"
+    assert r.status_code == 200
+    assert r.parsed.title == "Hi again"
+    assert r.parsed.body == "1"
 
     r = posts("posts_update").sync_detailed(
         client=api, id=post.id, body=m.PostRequest(title="Replaced", body="2")
     )
     declared(schema, "/api/posts/{id}/", "put", r)
-    assert r.status_code == 200 and (r.parsed.title, r.parsed.body) == ("Replaced", "2")
+    assert r.status_code == 200
+    assert (r.parsed.title, r.parsed.body) == ("Replaced", "2")
 
     r = posts("posts_list").sync_detailed(client=api, author=post.author.id)
     declared(schema, "/api/posts/", "get", r)
@@ -164,7 +178,8 @@ def test_the_generated_client_creates_reads_changes_lists_and_deletes_a_post(
 
     r = posts("posts_retrieve").sync_detailed(client=api, id=post.id)
     declared(schema, "/api/posts/{id}/", "get", r)
-    assert r.status_code == 404 and r.parsed.error.code == "not_found"
+    assert r.status_code == 404
+    assert r.parsed.error.code == "not_found"
 
 
 def test_the_generated_client_gets_validation_and_auth_errors_as_models(
@@ -178,13 +193,15 @@ def test_the_generated_client_gets_validation_and_auth_errors_as_models(
     declared(schema, "/api/posts/", "post", r)
     assert r.status_code == 400
     assert isinstance(r.parsed, m.Error)
-    assert r.parsed.error.code == "invalid" and r.parsed.error.status == 400
+    assert r.parsed.error.code == "invalid"
+    assert r.parsed.error.status == 400
     assert "title" in r.parsed.error.fields.additional_keys
 
-    with generated.Client(**connection) as anonymous:
+    with generated.Client(**connection()) as anonymous:
         r = create.sync_detailed(client=anonymous, body=m.PostRequest(title="anon", body="x"))
     declared(schema, "/api/posts/", "post", r)
-    assert r.status_code == 401 and r.parsed.error.code == "not_authenticated"
+    assert r.status_code == 401
+    assert r.parsed.error.code == "not_authenticated"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
@@ -220,10 +237,7 @@ def test_the_generated_client_exports_and_downloads_the_file(generated, schema, 
     assert f'filename="posts-{export.id}.{fmt}"' in r.headers["Content-Disposition"]
     # The file arrives as text (the schema's first 200 media type), whichever the format.
     assert isinstance(r.parsed, str)
-    if fmt == "csv":
-        rows = list(csv.DictReader(io.StringIO(r.parsed)))
-    else:
-        rows = json.loads(r.parsed)
+    rows = list(csv.DictReader(io.StringIO(r.parsed))) if fmt == "csv" else json.loads(r.parsed)
     # Everything the session's user posted so far, this export's posts among them.
     assert titles <= {row["title"] for row in rows}
     assert {row["body"] for row in rows if row["title"] in titles} == {"line\ntwo"}

@@ -14,10 +14,10 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from conftest import Client
 
 PACKAGE = "drs_generated_client"
@@ -39,9 +39,9 @@ def generated(schema, tmp_path_factory):
     folder = tmp_path_factory.mktemp("generated-client")
     (folder / "schema.json").write_text(json.dumps(schema))
     (folder / "config.yml").write_text(GENERATOR_CONFIG)
-    cli = os.path.join(os.path.dirname(sys.executable), "openapi-python-client")
+    cli = Path(sys.executable).parent / "openapi-python-client"
     done = subprocess.run(
-        [cli, "generate", "--path", str(folder / "schema.json"), "--config",
+        [str(cli), "generate", "--path", str(folder / "schema.json"), "--config",
          str(folder / "config.yml"), "--meta", "none", "--output-path", str(folder / PACKAGE)],
         check=False, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -182,6 +182,8 @@ stage_stack() {
 	printf '%s\n' "$edited" >"$env_file"
 	scripts/certs-selfsigned.sh localhost "$STACK_DIR/certs" >/dev/null
 	printf 'TLS_CERTS_DIR=%s\n' "$STACK_DIR/certs" >>"$env_file"
+	# A browser front end on another origin, for the CORS tests (tests/e2e/test_cors.py).
+	printf 'DJANGO_CORS_ALLOWED_ORIGINS=%s\n' "https://app.example.test" >>"$env_file"
 	STACK_COMPOSE=(env "DRS_ENV_FILE=$env_file" docker compose -p "$project" --env-file "$env_file"
 		-f docker-compose.yml -f docker-compose.prod.yml)
 	trap stack_teardown RETURN

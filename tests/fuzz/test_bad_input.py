@@ -105,7 +105,14 @@ def test_malformed_json_is_400(alice):
 
 
 def test_wrong_content_type_is_415(alice):
-    for content_type in ("text/plain", "application/xml", "image/png"):
+    # The API takes JSON only: form bodies too are refused (the schema lists JSON only).
+    for content_type in (
+        "text/plain",
+        "application/xml",
+        "image/png",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ):
         r = alice.post(POSTS, data=b"title=x", headers={"Content-Type": content_type})
         assert_json_error(r, 415)
 

@@ -11,6 +11,7 @@ start-up with one line when a required value is missing.
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 
@@ -65,6 +66,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
     "apps.core",
     "apps.accounts",
     "apps.posts",
@@ -77,6 +79,8 @@ MIDDLEWARE = [
     # /healthz and /readyz answer here: before host validation and the HTTPS redirect, so
     # container health checks can call http://127.0.0.1:8000/healthz whatever the settings.
     "apps.core.middleware.HealthCheckMiddleware",
+    # CORS (below): answers preflights itself, so before anything else that answers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -205,6 +209,39 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
+# --- CORS: browser front ends on other origins (django-cors-headers) --------------------------
+
+# Origins (scheme://host[:port], as a browser sends them) whose pages may call the API; none by
+# default. Their preflights are answered and /api/ answers carry Access-Control-Allow-Origin;
+# any other origin gets no CORS header, so browsers keep the answer from its page.
+CORS_ALLOWED_ORIGINS = env.list("DJANGO_CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/"
+# Tokens travel in the Authorization header: no cookies across origins.
+CORS_ALLOW_CREDENTIALS = False
+# Answer headers a page may read, beyond the CORS-safelisted ones.
+CORS_EXPOSE_HEADERS = ["Content-Disposition", "Location", "Retry-After", "X-Request-ID"]
+
+
+def _origin_problem(origin: str) -> str | None:
+    """Why ``origin`` is not an origin a browser sends (None if it is one)."""
+    if any(character.isspace() for character in origin):
+        return "it has a space in it"
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return "it needs http:// or https:// and a host"
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        return "an origin is only scheme://host[:port], without path, / or query"
+    if origin != origin.lower():
+        return "browsers send origins in lower case"
+    return None
+
+
+_CORS_ORIGIN_PROBLEMS = {o: p for o in CORS_ALLOWED_ORIGINS if (p := _origin_problem(o))}
+
 # --- Django REST framework --------------------------------------------------------------------
 
 REST_FRAMEWORK = {
@@ -218,11 +255,9 @@ REST_FRAMEWORK = {
         "apps.core.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": [
-        "apps.core.parsers.JSONParser",
-        "apps.core.parsers.FormParser",
-        "apps.core.parsers.MultiPartParser",
-    ],
+    # JSON only: the schema then lists one request media type (clients generated from it work),
+    # and other bodies answer 415. Bodies over DATA_UPLOAD_MAX_MEMORY_SIZE answer 413.
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_FILTER_BACKENDS": ["apps.core.filters.FilterBackend"],
@@ -442,6 +477,12 @@ for _name, _value, _example in [
 ]:
     if _value < 1:
         _refuse(f"{_name} is {_value}; set it to 1 or more, e.g. {_name}={_example}")
+
+for _origin, _problem in _CORS_ORIGIN_PROBLEMS.items():
+    _refuse(
+        f"DJANGO_CORS_ALLOWED_ORIGINS has {_origin!r}: {_problem}; set it to comma-separated "
+        "origins, e.g. DJANGO_CORS_ALLOWED_ORIGINS=https://app.example.com,http://localhost:3000"
+    )
 
 if not DEBUG and not TESTING:
     if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure"):

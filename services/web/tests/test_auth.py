@@ -79,13 +79,6 @@ def test_an_expired_token_is_401_and_deleted(user):
     assert not AuthToken.objects.filter(pk=row.pk).exists()
 
 
-def test_token_accepts_form_data(api_client, user):
-    response = api_client.post(
-        TOKEN_URL, {"username": "alice", "password": PASSWORD}, format="multipart"
-    )
-    assert response.status_code == 200
-
-
 def test_token_with_wrong_password_is_400(api_client, user):
     response = login(api_client, password="wrong")
     assert response.status_code == 400

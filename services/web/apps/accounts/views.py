@@ -7,7 +7,6 @@ from rest_framework.views import APIView
 from apps.accounts.authentication import TokenAuthentication
 from apps.accounts.serializers import LoginSerializer, MeSerializer, TokenSerializer
 from apps.accounts.services import token_create, token_revoke
-from apps.core.parsers import FormParser, JSONParser, MultiPartParser
 from apps.core.throttles import LoginRateThrottle
 
 
@@ -24,7 +23,6 @@ class TokenView(APIView):
     authentication_classes = []  # the credentials are in the body
     permission_classes = [permissions.AllowAny]
     throttle_classes = [LoginRateThrottle]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     @extend_schema(
         request=LoginSerializer,

@@ -1,28 +1,23 @@
-"""OpenAPI post-processing: document the errors every operation can answer.
+"""OpenAPI post-processing: document the errors each operation can answer.
 
-drf-spectacular lists only the success response. The API (and nginx in front of it) can also
-answer 400 (bad input), 401/403 (auth), 404, 405, 413 (body too large), 415, 429 (throttled),
-503 (database or queue unavailable) and 504 (a statement over its time limit), always in the
-error shape. Clients and the fuzz suite (tests/fuzz) rely on the schema saying so.
+drf-spectacular lists only the success response. The API (and nginx in front of it) also
+answers errors, always in the error shape (the ``Error`` component). Each operation gets the
+ones it can really answer (``ERROR_STATUSES``): 401 only where a request can authenticate, 403
+only on writes a session can make (CSRF) or that only the author may do, 415 only where there
+is a request body, 406 only where the answer is JSON. Clients generated from the schema and the
+fuzz suite (tests/fuzz) rely on it. A view documents an error of its own (409, 507, ...) with
+``error_response(description)``.
 
 The schema also states the strict input rules of ``apps.core.validation``: request bodies
 accept no other keys (``additionalProperties: false``) and text query parameters exclude NUL.
 """
 
-from apps.core.validation import NO_NUL_PATTERN
+import copy
+from collections.abc import Callable
 
-ERROR_STATUSES = {
-    "400": "Invalid input (see error.fields).",
-    "401": "Authentication is required or failed.",
-    "403": "Not allowed (e.g. not the author).",
-    "404": "Not found (or not yours).",
-    "405": "Method not allowed.",
-    "413": "Request body too large.",
-    "415": "Unsupported media type.",
-    "429": "Throttled; retry after the Retry-After header's seconds.",
-    "503": "A dependency (database, task queue) is unavailable; retry shortly.",
-    "504": "The request took too long and was stopped (a database statement over its limit).",
-}
+from drf_spectacular.utils import OpenApiResponse
+
+from apps.core.validation import NO_NUL_PATTERN
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -41,21 +36,97 @@ ERROR_SCHEMA = {
         }
     },
 }
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+RETRY_AFTER_HEADER = {
+    "description": "Seconds to wait before retrying.",
+    "schema": {"type": "integer"},
+}
+UNSAFE_METHODS = {"post", "put", "patch", "delete"}
+
+
+def error_response(description: str) -> OpenApiResponse:
+    """An error answer (the ``Error`` component) for ``@extend_schema(responses=...)``."""
+    return OpenApiResponse(ERROR_REF, description=description)
+
+
+def _schemes(operation: dict) -> set[str]:
+    """The security schemes an operation accepts (``{}``, anonymous, names none)."""
+    return {name for requirement in operation.get("security", []) for name in requirement}
+
+
+def _answers_json_only(operation: dict) -> bool:
+    """Every success answer is JSON or empty: DRF's content negotiation applies (406)."""
+    return all(
+        set(response.get("content", {})) <= {"application/json"}
+        for status, response in operation["responses"].items()
+        if status.startswith("2")
+    )
+
+
+Rule = Callable[[str, dict], bool]
+
+
+def _always(method: str, operation: dict) -> bool:
+    return True
+
+
+# status -> (description, which operations can answer it: rule(method, operation))
+ERROR_STATUSES: dict[str, tuple[str, Rule]] = {
+    "400": ("Invalid input (see error.fields).", _always),
+    "401": (
+        "Authentication is required or failed.",
+        lambda method, operation: bool(_schemes(operation)),
+    ),
+    "403": (
+        "Not allowed: not the author, or a session request without its CSRF token.",
+        lambda method, operation: method in UNSAFE_METHODS and "cookieAuth" in _schemes(operation),
+    ),
+    "404": ("Not found (or not yours).", _always),
+    "406": (
+        "The Accept header names no type the API answers with (JSON).",
+        lambda method, operation: _answers_json_only(operation),
+    ),
+    "413": ("Request body too large.", _always),
+    "415": (
+        "The body is not JSON (Content-Type must be application/json).",
+        lambda method, operation: "requestBody" in operation,
+    ),
+    "429": ("Throttled; retry after the Retry-After header's seconds.", _always),
+    "502": ("The application is unavailable (e.g. being replaced); retry shortly.", _always),
+    "503": ("A dependency (database, task queue) is unavailable; retry shortly.", _always),
+    "504": (
+        "The request took too long and was stopped (a database statement over its limit).",
+        _always,
+    ),
+}
+# Statuses that come with a Retry-After header (DRF's throttles, apps.core.errors).
+RETRY_AFTER_STATUSES = ("429", "503")
+
+
+def _error(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": dict(ERROR_REF)}},
+    }
 
 
 def add_error_responses(result, generator, request, public):
-    """POSTPROCESSING_HOOKS entry: add the Error component and the error responses."""
-    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    ref = {"$ref": "#/components/schemas/Error"}
+    """POSTPROCESSING_HOOKS entry: add the Error component and each operation's errors."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = copy.deepcopy(
+        ERROR_SCHEMA
+    )
     for path_item in result.get("paths", {}).values():
-        for operation in path_item.values():
+        for method, operation in path_item.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
-            for status, description in ERROR_STATUSES.items():
-                operation["responses"].setdefault(
-                    status,
-                    {"description": description, "content": {"application/json": {"schema": ref}}},
-                )
+            responses = operation["responses"]
+            for status, (description, applies) in ERROR_STATUSES.items():
+                if applies(method, operation):
+                    responses.setdefault(status, _error(description))
+            for status in RETRY_AFTER_STATUSES:
+                if status in responses:
+                    headers = responses[status].setdefault("headers", {})
+                    headers.setdefault("Retry-After", copy.deepcopy(RETRY_AFTER_HEADER))
     return result
 
 

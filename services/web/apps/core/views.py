@@ -1,6 +1,5 @@
 """The API root: GET /api/ lists where the API's endpoints and docs are."""
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -19,6 +18,12 @@ API_ENDPOINTS = {
     "docs": "swagger-ui",
     "redoc": "redoc",
 }
+API_ROOT_SCHEMA = {
+    "type": "object",
+    "properties": {key: {"type": "string", "format": "uri"} for key in API_ENDPOINTS},
+    "required": list(API_ENDPOINTS),
+    "additionalProperties": False,
+}
 
 
 class ApiRootView(APIView):
@@ -26,7 +31,7 @@ class ApiRootView(APIView):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="List the API's endpoints")
+    @extend_schema(responses={200: API_ROOT_SCHEMA}, summary="List the API's endpoints")
     def get(self, request: Request) -> Response:
         return Response(
             {key: reverse(name, request=request) for key, name in API_ENDPOINTS.items()}

@@ -4,17 +4,44 @@ from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, Throttled
 from rest_framework.response import Response
 
 from apps.core.exceptions import ServiceUnavailable
-from apps.core.schema import ERROR_SCHEMA
+from apps.core.schema import error_response
 from apps.exports import selectors, services
 from apps.exports.models import Export
 from apps.exports.serializers import ExportCreateSerializer, ExportSerializer
+
+# The downloaded file, as the schema states it: one row (CSV) or object (JSON) per post.
+EXPORT_COLUMNS = {
+    "id": {"type": "integer"},
+    "title": {"type": "string"},
+    "body": {"type": "string"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+}
+EXPORT_CSV_SCHEMA = {
+    "type": "string",
+    "description": f"A header row ({','.join(EXPORT_COLUMNS)}), then one row per post.",
+}
+EXPORT_JSON_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": EXPORT_COLUMNS,
+        "required": list(EXPORT_COLUMNS),
+        "additionalProperties": False,
+    },
+}
 
 
 class ExportNotReady(APIException):
@@ -69,18 +96,23 @@ class ExportViewSet(
         summary="Request an export of all my posts",
         request=ExportCreateSerializer,
         responses={
-            202: ExportSerializer,
-            429: OpenApiResponse(
-                ERROR_SCHEMA,
-                description="A quota is used up (exports in progress, or per 24 hours); "
-                "retry after the Retry-After header's seconds.",
+            202: OpenApiResponse(ExportSerializer, description="Queued; poll its Location."),
+            429: error_response(
+                "A quota is used up (exports in progress, or per 24 hours); "
+                "retry after the Retry-After header's seconds."
             ),
-            503: OpenApiResponse(
-                ERROR_SCHEMA,
-                description="The task queue is unavailable or full; retry after Retry-After.",
-            ),
-            507: OpenApiResponse(ERROR_SCHEMA, description="The server is short of disk space."),
+            503: error_response("The task queue is unavailable or full; retry after Retry-After."),
+            507: error_response("The server is short of disk space."),
         },
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.URI,
+                OpenApiParameter.HEADER,
+                description="The new export's URL (poll it until its status is done or failed).",
+                response=[202],
+            )
+        ],
     )
     def create(self, request, *args, **kwargs):
         serializer = ExportCreateSerializer(data=request.data)
@@ -110,11 +142,25 @@ class ExportViewSet(
     @extend_schema(
         summary="Download the export's file (owner only)",
         responses={
-            (200, "text/csv"): OpenApiTypes.BINARY,
-            (200, "application/json"): {"type": "array", "items": {"type": "object"}},
-            404: OpenApiResponse(description="No such export, or not yours, or file purged."),
-            409: OpenApiResponse(description="The export is not done yet."),
+            # Text first: a client generated from the schema reads the file as text, either format.
+            (200, "text/csv"): OpenApiResponse(
+                EXPORT_CSV_SCHEMA,
+                description="The export's file, UTF-8: CSV for a csv export, a JSON array of the "
+                "posts for a json export (Content-Type says which).",
+            ),
+            (200, "application/json"): EXPORT_JSON_SCHEMA,
+            404: error_response("No such export, not yours, or its file was purged."),
+            409: error_response("The export is not done yet (see its status)."),
         },
+        parameters=[
+            OpenApiParameter(
+                "Content-Disposition",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description='attachment; filename="posts-<id>.<format>"',
+                response=[200],
+            )
+        ],
     )
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):

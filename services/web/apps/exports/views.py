@@ -20,27 +20,13 @@ from apps.core.schema import error_response
 from apps.exports import selectors, services
 from apps.exports.models import Export
 from apps.exports.serializers import ExportCreateSerializer, ExportSerializer
+from apps.posts.serializers import PostSerializer
 
-# The downloaded file, as the schema states it: one row (CSV) or object (JSON) per post.
-EXPORT_COLUMNS = {
-    "id": {"type": "integer"},
-    "title": {"type": "string"},
-    "body": {"type": "string"},
-    "created_at": {"type": "string", "format": "date-time"},
-    "updated_at": {"type": "string", "format": "date-time"},
-}
+# The downloaded file, as the schema states it: CSV rows of services.CSV_COLUMNS, or a JSON
+# array of posts as the API shows them (PostSerializer).
 EXPORT_CSV_SCHEMA = {
     "type": "string",
-    "description": f"A header row ({','.join(EXPORT_COLUMNS)}), then one row per post.",
-}
-EXPORT_JSON_SCHEMA = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "properties": EXPORT_COLUMNS,
-        "required": list(EXPORT_COLUMNS),
-        "additionalProperties": False,
-    },
+    "description": f"A header row ({','.join(services.CSV_COLUMNS)}), then one row per post.",
 }
 
 
@@ -148,7 +134,7 @@ class ExportViewSet(
                 description="The export's file, UTF-8: CSV for a csv export, a JSON array of the "
                 "posts for a json export (Content-Type says which).",
             ),
-            (200, "application/json"): EXPORT_JSON_SCHEMA,
+            (200, "application/json"): PostSerializer(many=True),
             404: error_response("No such export, not yours, or its file was purged."),
             409: error_response("The export is not done yet (see its status)."),
         },
@@ -162,7 +148,7 @@ class ExportViewSet(
             )
         ],
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def download(self, request, pk=None):
         export = self.get_object()
         if export.status != Export.Status.DONE:

@@ -57,9 +57,13 @@ record_routed() { # record_routed ADDRESSES
 
 # The pids of nginx's worker processes (children of the master), one per line.
 workers() {
-	local master
+	local master stat pid comm ppid rest
 	master=$(cat "$PID_FILE" 2>/dev/null) || return 0
-	awk -v master="$master" '$2 == "(nginx)" && $4 == master { print $1 }' /proc/[0-9]*/stat 2>/dev/null | sort || true
+	for stat in /proc/[0-9]*/stat; do
+		# "PID (COMM) STATE PPID ..."; a process may be gone by now
+		read -r pid comm _ ppid rest 2>/dev/null <"$stat" || continue
+		[ "$comm" != "(nginx)" ] || [ "$ppid" != "$master" ] || printf '%s\n' "$pid"
+	done | sort
 }
 
 # reload: nginx reloads gracefully; returns once a worker started after the reload runs (the

@@ -8,16 +8,13 @@ PROD_ENV        ?= compose/prod.env
 DEV_PROJECT     ?= drs-dev
 PROD_PROJECT    ?= drs
 STACK           ?= dev
-# CA bundle handed to pip in image builds as a BuildKit secret (for TLS-intercepting proxies).
-BUILD_CA_BUNDLE ?= $(or $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt)),/dev/null)
-export DRS_TAG BUILD_CA_BUNDLE
+export DRS_TAG DEV_PROJECT PROD_PROJECT PROD_ENV
 
-DEV_COMPOSE  = docker compose -p $(DEV_PROJECT) --env-file compose/dev.env -f docker-compose.yml -f docker-compose.dev.yml
-# The prod stack runs the tag `make deploy` recorded in $(PROD_ENV).tags, else DRS_TAG.
-PROD_TAG     = $(or $(shell sed -n 's/^DRS_TAG=//p' $(PROD_ENV).tags 2>/dev/null | tail -n1),$(DRS_TAG))
-PROD_SCRIPT  = PROD_ENV=$(PROD_ENV) PROD_PROJECT=$(PROD_PROJECT)
-PROD_COMPOSE = DRS_TAG=$(PROD_TAG) DRS_ENV_FILE=$(PROD_ENV) docker compose -p $(PROD_PROJECT) --env-file $(PROD_ENV) -f docker-compose.yml -f docker-compose.prod.yml
-COMPOSE      = $(if $(filter prod,$(STACK)),$(PROD_COMPOSE),$(DEV_COMPOSE))
+# Every compose call goes through scripts/compose.sh: it knows each stack's files, env file,
+# project and image tag (the prod stack runs the tag `make deploy` recorded in $(PROD_ENV).tags).
+DEV_COMPOSE  = scripts/compose.sh dev
+PROD_COMPOSE = scripts/compose.sh prod
+COMPOSE      = scripts/compose.sh $(STACK)
 SETUP        = scripts/docker-setup.sh
 # Targets that only talk to a running stack check that Docker answers; they install nothing.
 CHECK        = scripts/docker-setup.sh check
@@ -65,23 +62,23 @@ prod-down: ## Stop the prod stack (volumes are kept)
 .PHONY: backup backups restore deploy rollback certs-selfsigned
 backup: ## Take a verified backup now (database + media) into the backups volume
 	@$(SETUP)
-	@$(PROD_SCRIPT) scripts/backup.sh backup
+	@scripts/backup.sh backup
 
 backups: ## List the backups, newest first, with their state (fails if the last backup run failed)
 	@$(SETUP)
-	@$(PROD_SCRIPT) scripts/backup.sh list
+	@scripts/backup.sh list
 
 restore: ## Restore backup FILE=NAME: stops web/worker/beat, restores in one transaction, restarts them
 	@$(SETUP)
-	@$(PROD_SCRIPT) scripts/backup.sh restore "$(FILE)"
+	@scripts/backup.sh restore "$(FILE)"
 
 deploy: ## Zero-downtime deploy: build images tagged with the git commit, migrate, replace containers one by one
 	@$(SETUP)
-	@$(PROD_SCRIPT) scripts/deploy.sh deploy
+	@scripts/deploy.sh deploy
 
 rollback: ## Go back to the tag deployed before the last `make deploy` (same rolling replacement)
 	@$(SETUP)
-	@$(PROD_SCRIPT) scripts/deploy.sh rollback
+	@scripts/deploy.sh rollback
 
 certs-selfsigned: ## Self-signed CA + certificate for DOMAIN=... (default localhost) into certs/ for trying TLS
 	@scripts/certs-selfsigned.sh "$(or $(DOMAIN),localhost)" "$(or $(CERTS_DIR),certs)"

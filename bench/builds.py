@@ -36,8 +36,9 @@ def builds(env_file: Path) -> dict:
                 env_file,
                 "build",
                 *args,
+                stack="prod",
                 extra_files=(str(fragment),),
-                env={"DRS_TAG": tag},
+                tag=tag,
                 timeout=timeout,
             )
 

@@ -18,27 +18,24 @@ def compose(
     project: str,
     env_file: Path,
     *args: str,
+    stack: str = "bench",
     extra_files: tuple[str, ...] = (),
+    tag: str | None = None,
     env: dict | None = None,
     check: bool = True,
     timeout: float = 600,
     input_text: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """Every docker compose call of the harness: the prod stack's files (docker-compose.yml,
-    docker-compose.prod.yml) plus `extra_files`, as project `project` with `env_file`."""
-    files = ["docker-compose.yml", "docker-compose.prod.yml", *extra_files]
+    """Every docker compose call of the harness, through scripts/compose.sh (the project's one
+    way to call compose): STACK's files plus `extra_files`, as project `project` with `env_file`,
+    images tagged `tag` (default: $DRS_TAG)."""
     cmd = [
-        "docker", "compose", "-p", project, "--env-file", str(env_file),
-        *(arg for name in files for arg in ("-f", name)),
-        *args,
+        str(ROOT / "scripts" / "compose.sh"), "--project", project, "--env-file", str(env_file),
+        *(["--tag", tag] if tag else []),
+        *(arg for name in extra_files for arg in ("-f", name)),
+        stack, *args,
     ]  # fmt: skip
-    return run(
-        cmd,
-        env={"DRS_ENV_FILE": str(env_file), "COMPOSE_BAKE": "false", **(env or {})},
-        check=check,
-        timeout=timeout,
-        input_text=input_text,
-    )
+    return run(cmd, env=env, check=check, timeout=timeout, input_text=input_text)
 
 
 class Stack:
@@ -60,7 +57,6 @@ class Stack:
             PROJECT,
             self.env_file,
             *args,
-            extra_files=("compose/bench.yml",),
             env={**self.setup_env, **(env or {})},
             check=check,
             timeout=timeout,

@@ -7,6 +7,10 @@
 # Draining (used by scripts/deploy.sh): an address listed in /tmp/nginx/upstream-drain is left
 # out of the list while it still resolves, so nginx stops sending it new requests before its
 # container is stopped; requests already on it finish.
+#
+# State (read by scripts/deploy.sh): /tmp/nginx/upstream-routed holds the addresses nginx's
+# workers route to, space separated. It is written when nginx starts with a list, and after a
+# reload only once nginx's new workers (started with the new list) are running.
 # Usage:
 #   upstream-watch HOST:PORT        loop (interval NGINX_UPSTREAM_WATCH_INTERVAL s, default 1)
 #   upstream-watch render HOST:PORT write the list once (the entrypoint, before nginx starts)
@@ -16,6 +20,8 @@ set -Eeuo pipefail
 
 CONF=/tmp/nginx/upstream.conf
 DRAIN=/tmp/nginx/upstream-drain
+ROUTED=/tmp/nginx/upstream-routed
+PID_FILE=/tmp/nginx/nginx.pid
 interval="${NGINX_UPSTREAM_WATCH_INTERVAL:-1}"
 
 log() { printf '[upstream-watch] %s\n' "$*" >&2; }
@@ -44,9 +50,40 @@ render() { # render HOST PORT ADDRESSES
 	mv -f "$CONF.tmp" "$CONF"
 }
 
+record_routed() { # record_routed ADDRESSES
+	printf '%s\n' "$1" >"$ROUTED.tmp"
+	mv -f "$ROUTED.tmp" "$ROUTED"
+}
+
+# The pids of nginx's worker processes (children of the master), one per line.
+workers() {
+	local master stat pid comm ppid rest
+	master=$(cat "$PID_FILE" 2>/dev/null) || return 0
+	for stat in /proc/[0-9]*/stat; do
+		# "PID (COMM) STATE PPID ..."; a process may be gone by now
+		read -r pid comm _ ppid rest 2>/dev/null <"$stat" || continue
+		[ "$comm" != "(nginx)" ] || [ "$ppid" != "$master" ] || printf '%s\n' "$pid"
+	done | sort
+}
+
+# reload: nginx reloads gracefully; returns once a worker started after the reload runs (the
+# new configuration is in use), within 10 s.
+reload() {
+	local before tries=0
+	before=$(workers)
+	nginx -e stderr -t -q && nginx -e stderr -s reload || return 1
+	while [ "$tries" -lt 100 ]; do
+		[ -z "$(comm -13 <(printf '%s\n' "$before") <(workers))" ] || return 0
+		tries=$((tries + 1))
+		sleep 0.1
+	done
+	log "nginx started no new workers within 10s of the reload"
+	return 1
+}
+
 watch() { # watch HOST PORT
 	local host=$1 port=$2 last current
-	last=$(addresses "$host")
+	last=$(cat "$ROUTED" 2>/dev/null || true) # what nginx started with (render)
 	while sleep "$interval"; do
 		current=$(addresses "$host")
 		# No answer (the only container is being replaced): keep the current list.
@@ -54,7 +91,8 @@ watch() { # watch HOST PORT
 		if [ "$current" != "$last" ]; then
 			log "$host: ${last:-none }-> $current; reloading nginx"
 			render "$host" "$port" "$current"
-			if nginx -e stderr -t -q && nginx -e stderr -s reload; then
+			if reload; then
+				record_routed "$current"
 				last=$current
 			fi
 		fi
@@ -65,8 +103,11 @@ main() {
 	local cmd=${1:-} target
 	case "$cmd" in
 		render)
+			local routed
 			target=$2
-			render "${target%:*}" "${target##*:}" "$(addresses "${target%:*}")"
+			routed=$(addresses "${target%:*}")
+			render "${target%:*}" "${target##*:}" "$routed"
+			record_routed "$routed"
 			;;
 		drain)
 			printf '%s\n' "$2" >>"$DRAIN"

@@ -6,7 +6,6 @@
 #                                     restores in one transaction, starts them again (make restore)
 # Env: PROD_ENV, PROD_PROJECT (see scripts/prod-lib.sh).
 set -Eeuo pipefail
-script_name=backup
 # shellcheck source=prod-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/prod-lib.sh"
 
@@ -16,7 +15,7 @@ WRITERS=(web worker beat)
 backup_run() { prod_compose run --rm --no-deps -T backup "$@"; }
 
 cmd_backup() {
-	say "taking a backup of the $PROD_PROJECT stack (database + media), then verifying it"
+	say "taking a backup of the $(prod_project) stack (database + media), then verifying it"
 	local start=$SECONDS name
 	name=$(backup_run backup)
 	say "done in $((SECONDS - start))s: $name   (restore with: make restore FILE=$name)"

@@ -11,8 +11,6 @@ cd "$ROOT"
 
 VENV="$ROOT/.cache/bench-venv"
 export DRS_TAG="${DRS_TAG:-latest}"
-export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
-[ -r "$BUILD_CA_BUNDLE" ] || BUILD_CA_BUNDLE=/dev/null
 
 log() { printf '[bench] %s\n' "$*"; }
 

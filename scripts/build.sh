@@ -5,19 +5,20 @@
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DRS_TAG="${DRS_TAG:-latest}"
-# Engine 20.10 has no buildx: use Compose's own BuildKit client, quietly.
-export COMPOSE_BAKE=false
-export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
-[ -r "$BUILD_CA_BUNDLE" ] || BUILD_CA_BUNDLE=/dev/null
 
-# The dev env file only fills in variables the compose files require; no secret is built in.
-compose() { docker compose -p drs-build --env-file compose/dev.env -f docker-compose.yml "$@"; }
+# Under their own project; the dev env file only fills in variables the compose files require
+# (no secret is built in). scripts/compose.sh hands BUILD_CA_BUNDLE to the builds.
+compose() { # compose STACK ARGS...
+	local stack=$1
+	shift
+	scripts/compose.sh --project drs-build --env-file compose/dev.env --tag "$DRS_TAG" "$stack" "$@"
+}
 
 start=$(date +%s)
 echo "build: prod images (tag $DRS_TAG)"
-compose -f docker-compose.prod.yml build "${@}"
+compose prod build "$@"
 echo "build: dev images"
-compose -f docker-compose.dev.yml build web worker
+compose dev build web worker
 echo "build: done in $(( $(date +%s) - start ))s"
 docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' \
 	| awk -v tag=":$DRS_TAG" 'index($1, "drs/") == 1 && index($1, tag) || $1 == "debian:trixie-slim" {print "  " $0}' | sort

@@ -4,17 +4,16 @@
 #   certbot certonly --webroot -w ... -d example.com --deploy-hook /opt/drs/scripts/certbot-deploy-hook.sh
 # Env: RENEWED_LINEAGE (set by certbot: /etc/letsencrypt/live/DOMAIN), PROD_ENV, PROD_PROJECT.
 set -Eeuo pipefail
-script_name=certbot-hook
 # shellcheck source=prod-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/prod-lib.sh"
-cd "$ROOT"
+cd "$(compose_root)"
 
 main() {
 	local src="${RENEWED_LINEAGE:-${1:-}}" dir
 	[ -n "$src" ] && [ -r "$src/fullchain.pem" ] && [ -r "$src/privkey.pem" ] \
 		|| die "RENEWED_LINEAGE (or the first argument) must name a folder with fullchain.pem and privkey.pem"
 	require_env_file
-	dir=$(sed -n 's/^TLS_CERTS_DIR=//p' "$PROD_ENV" | tail -n1)
+	dir=$(sed -n 's/^TLS_CERTS_DIR=//p' "$(prod_env_file)" | tail -n1)
 	dir=${dir:-./certs}
 	mkdir -p "$dir"
 	install -m 0644 "$src/fullchain.pem" "$dir/fullchain.pem.new"

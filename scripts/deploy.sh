@@ -11,9 +11,9 @@
 # Tags: the git commit (`git rev-parse --short HEAD`, plus -dirty-<time> for uncommitted trees;
 # DEPLOY_TAG overrides), recorded with the previous one in "$PROD_ENV.tags".
 # Env: PROD_ENV, PROD_PROJECT (scripts/prod-lib.sh); DEPLOY_BACKUP=0 skips the backup before
-# migrating; DEPLOY_HEALTH_TIMEOUT (default 180 s) per container.
+# migrating; DEPLOY_HEALTH_TIMEOUT (default 180 s) per container. How long an old container may
+# take to stop is its service's stop_grace_period in the compose files (read from the container).
 set -Eeuo pipefail
-script_name=deploy
 # shellcheck source=prod-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/prod-lib.sh"
 
@@ -21,9 +21,10 @@ HEALTH_TIMEOUT="${DEPLOY_HEALTH_TIMEOUT:-180}"
 IMAGES=(web worker nginx postgres redis)
 
 git_tag() {
-	local tag
-	tag=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || die "not a git checkout: set DEPLOY_TAG=..."
-	if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+	local tag root
+	root=$(compose_root)
+	tag=$(git -C "$root" rev-parse --short HEAD 2>/dev/null) || die "not a git checkout: set DEPLOY_TAG=..."
+	if [ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
 		tag="$tag-dirty-$(date -u +%Y%m%d%H%M%S)"
 	fi
 	printf '%s\n' "$tag"
@@ -31,7 +32,7 @@ git_tag() {
 
 require_running_stack() {
 	[ -n "$(prod_compose ps -q nginx)" ] && [ -n "$(prod_compose ps -q web)" ] \
-		|| die "the $PROD_PROJECT stack is not running; start it with 'make prod-up' first"
+		|| die "the $(prod_project) stack is not running; start it with 'make prod-up' first"
 }
 
 require_images() { # require_images TAG
@@ -41,76 +42,93 @@ require_images() { # require_images TAG
 	done
 }
 
-record_tags() { # record_tags CURRENT PREVIOUS
+record_tags() { # record_tags CURRENT PREVIOUS: read by scripts/compose.sh
+	local file
+	file=$(compose_tags_file "$(prod_env_file)")
 	printf '# written by scripts/deploy.sh (make deploy / make rollback)\nDRS_TAG=%s\nDRS_PREVIOUS_TAG=%s\n' "$1" "$2" \
-		>"$TAGS_FILE.tmp"
-	mv "$TAGS_FILE.tmp" "$TAGS_FILE"
+		>"$file.tmp"
+	mv "$file.tmp" "$file"
 }
 
 container_ips() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$1"; }
 
-# The addresses nginx routes to since its last upstream-watch reload after SINCE, from the
-# log line "[upstream-watch] web: OLD -> NEW; reloading nginx" (NEW; empty if none yet).
-nginx_routed_ips() { # nginx_routed_ips NGINX_CONTAINER SINCE
-	docker logs --since "$2" "$1" 2>&1 \
-		| sed -n 's/.*\[upstream-watch\].*-> \(.*\); reloading nginx.*/\1/p' | tail -n1
+nginx_container() { prod_compose ps -q nginx | head -n1; }
+
+# nginx's state, as its upstream-watch keeps it (nginx/upstream-watch.sh): the addresses nginx's
+# workers route to, recorded once workers started with them run.
+NGINX_ROUTED=/tmp/nginx/upstream-routed
+# An nginx image from before upstream-watch recorded that has only the list it reloads with.
+NGINX_UPSTREAM_CONF=/tmp/nginx/upstream.conf
+
+nginx_records_routes() { docker exec "$1" test -e "$NGINX_ROUTED"; }
+
+nginx_routed_ips() { # nginx_routed_ips NGINX_CONTAINER: "IP IP ..."
+	if nginx_records_routes "$1"; then
+		docker exec "$1" cat "$NGINX_ROUTED"
+	else
+		docker exec "$1" sed -n 's/^server \([0-9.]*\):[0-9]* .*/\1/p' "$NGINX_UPSTREAM_CONF" | tr '\n' ' '
+	fi
 }
 
-# Until nginx's upstream-watch has reloaded nginx with CONTAINER's address: its log line
-# "[upstream-watch] web: OLD -> NEW; reloading nginx" after SINCE names it on the right.
-wait_nginx_routes_to() { # wait_nginx_routes_to CONTAINER SINCE
-	local cid=$1 since=$2 nginx ip routed deadline=$((SECONDS + 60))
-	nginx=$(prod_compose ps -q nginx | head -n1)
-	while [ "$SECONDS" -lt "$deadline" ]; do
-		routed=$(nginx_routed_ips "$nginx" "$since")
-		for ip in $(container_ips "$cid"); do
-			if [[ " $routed " == *" $ip "* ]]; then
-				sleep 2 # the reload replaces nginx's workers gracefully; give the new ones a moment
-				return 0
-			fi
-		done
+# After a change in the list of an nginx that does not record its routes: its reload replaces
+# its workers gracefully; give the new ones a moment.
+nginx_settle() { nginx_records_routes "$1" || sleep 2; }
+
+# is_routed CONTAINER ROUTED: whether any of CONTAINER's addresses is in the ROUTED list.
+is_routed() {
+	local ip
+	for ip in $(container_ips "$1"); do
+		[[ " $2 " != *" $ip "* ]] || return 0
+	done
+	return 1
+}
+
+# Until nginx routes to the new web CONTAINER (one of its addresses is in nginx's list).
+wait_nginx_routes_to() { # wait_nginx_routes_to CONTAINER
+	local cid=$1 nginx deadline=$((SECONDS + 60))
+	nginx=$(nginx_container)
+	until is_routed "$cid" "$(nginx_routed_ips "$nginx")"; do
+		[ "$SECONDS" -lt "$deadline" ] \
+			|| die "nginx did not pick up the new web container ${cid:0:12} within 60s (see: docker logs ${nginx:0:12})"
 		sleep 1
 	done
-	die "nginx did not pick up the new web container ${cid:0:12} within 60s (see: docker logs ${nginx:0:12})"
+	nginx_settle "$nginx"
 }
 
-# Until nginx has reloaded without any of CONTAINER's addresses (logged after SINCE).
-wait_nginx_dropped() { # wait_nginx_dropped CONTAINER SINCE
-	local cid=$1 since=$2 nginx ip routed deadline=$((SECONDS + 60))
-	nginx=$(prod_compose ps -q nginx | head -n1)
-	while [ "$SECONDS" -lt "$deadline" ]; do
-		routed=$(nginx_routed_ips "$nginx" "$since")
-		if [ -n "$routed" ]; then
-			local still=''
-			for ip in $(container_ips "$cid"); do
-				[[ " $routed " == *" $ip "* ]] && still=1
-			done
-			if [ -z "$still" ]; then
-				sleep 2 # nginx's old workers finish the requests they have on it
-				return 0
-			fi
+# Until nginx routes to none of CONTAINER's addresses (and to something else).
+wait_nginx_dropped() { # wait_nginx_dropped CONTAINER
+	local cid=$1 nginx routed deadline=$((SECONDS + 60))
+	nginx=$(nginx_container)
+	while :; do
+		routed=$(nginx_routed_ips "$nginx")
+		if [ -n "${routed// /}" ] && ! is_routed "$cid" "$routed"; then
+			sleep 2 # nginx's old workers finish the requests they have on it
+			return 0
 		fi
+		[ "$SECONDS" -lt "$deadline" ] || die "nginx did not stop routing to ${cid:0:12} within 60s (see: docker logs ${nginx:0:12})"
 		sleep 1
 	done
-	die "nginx did not stop routing to ${cid:0:12} within 60s (see: docker logs ${nginx:0:12})"
 }
 
 # nginx (upstream-watch) leaves the container's addresses out, so it gets no new requests.
 nginx_drain() { # nginx_drain drain|undrain CONTAINER [IPS]
 	local nginx ip
-	nginx=$(prod_compose ps -q nginx | head -n1)
+	nginx=$(nginx_container)
 	for ip in ${3:-$(container_ips "$2")}; do
 		docker exec "$nginx" upstream-watch "$1" "$ip" 2>/dev/null
 	done
 }
 
-stop_grace() { # the service's stop_grace_period in seconds
-	case "$1" in
-		worker) echo 130 ;;
-		web) echo 45 ;;
-		*) echo 30 ;;
-	esac
+# stop_grace CONTAINER: seconds `docker stop` gives it before SIGKILL: its service's
+# stop_grace_period (compose stores it as the container's StopTimeout; Docker's default is 10).
+stop_grace() {
+	local timeout
+	timeout=$(docker inspect -f '{{with .Config.StopTimeout}}{{.}}{{end}}' "$1")
+	printf '%s\n' "${timeout:-10}"
 }
+
+# stop_gracefully CONTAINER: its stop signal, then up to its stop_grace_period.
+stop_gracefully() { docker stop -t "$(stop_grace "$1")" "$1" >/dev/null; }
 
 # ---- a new web container is kept off nginx's networks until it is healthy -----------------------
 # nginx finds web containers by name in Docker's DNS on the networks they share (upstream-watch),
@@ -124,7 +142,7 @@ networks_of() { docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}
 
 start_hidden() { # start_hidden CONTAINER
 	local cid=$1 nginx net aliases
-	nginx=$(prod_compose ps -q nginx | head -n1)
+	nginx=$(nginx_container)
 	hidden=()
 	for net in $(comm -12 <(networks_of "$nginx") <(networks_of "$cid")); do
 		aliases=$(docker inspect -f "{{range (index .NetworkSettings.Networks \"$net\").Aliases}}{{println .}}{{end}}" "$cid" \
@@ -166,17 +184,16 @@ wait_new_healthy() { # wait_new_healthy SERVICE CONTAINER
 
 # One container at a time: add a new one (TAG), wait until it is healthy (and, for web, routed
 # by nginx), then stop the old one gracefully and remove it.
-rolling_replace() { # rolling_replace SERVICE
-	local svc=$1 old before after new since count
+rolling_replace() { # rolling_replace TAG SERVICE
+	local tag=$1 svc=$2 old before after new count
 	local -a olds
 	mapfile -t olds < <(prod_compose ps -q "$svc")
 	[ "${#olds[@]}" -gt 0 ] || die "no running $svc container to replace"
 	for old in "${olds[@]}"; do
 		before=$(prod_compose ps -aq "$svc" | sort)
 		count=$(prod_compose ps -q "$svc" | wc -l)
-		since=$(date -u +%Y-%m-%dT%H:%M:%S)
-		say "$svc: starting a new container ($tag_override) beside ${old:0:12}"
-		prod_compose up --no-start --no-deps --no-recreate --scale "$svc=$((count + 1))" "$svc" 2>&1 \
+		say "$svc: starting a new container ($tag) beside ${old:0:12}"
+		prod_compose_at "$tag" up --no-start --no-deps --no-recreate --scale "$svc=$((count + 1))" "$svc" 2>&1 \
 			| grep -v '^ *Container .* \(Running\|Creating\|Created\)$' || true
 		after=$(prod_compose ps -aq "$svc" | sort)
 		new=$(comm -13 <(echo "$before") <(echo "$after") | head -n1)
@@ -191,29 +208,30 @@ rolling_replace() { # rolling_replace SERVICE
 		say "$svc: ${new:0:12} is healthy"
 		if [ "$svc" = web ]; then
 			reveal "$new"
-			wait_nginx_routes_to "$new" "$since"
+			wait_nginx_routes_to "$new"
 			say "$svc: nginx routes to ${new:0:12}"
 		fi
 		unfinished=
 		local ips=''
 		if [ "$svc" = web ]; then
 			ips=$(container_ips "$old")
-			since=$(date -u +%Y-%m-%dT%H:%M:%S)
 			nginx_drain drain "$old" "$ips"
-			wait_nginx_dropped "$old" "$since"
+			wait_nginx_dropped "$old"
 			say "$svc: nginx no longer routes to ${old:0:12}"
 		fi
-		say "$svc: stopping ${old:0:12} (SIGTERM, running work finishes; up to $(stop_grace "$svc")s)"
-		docker stop -t "$(stop_grace "$svc")" "$old" >/dev/null
+		say "$svc: stopping ${old:0:12} (SIGTERM, running work finishes; up to $(stop_grace "$old")s)"
+		stop_gracefully "$old"
 		docker rm "$old" >/dev/null
 		[ -z "$ips" ] || nginx_drain undrain "$old" "$ips"
 	done
 }
 
 # Services with one container where a short gap is fine (beat: exactly one may run).
-recreate() { # recreate SERVICE...
-	say "recreating $* ($tag_override)"
-	prod_compose up -d --no-deps "$@" 2>&1 | grep -v '^ *Container .* Running$' || true
+recreate() { # recreate TAG SERVICE...
+	local tag=$1
+	shift
+	say "recreating $* ($tag)"
+	prod_compose_at "$tag" up -d --no-deps "$@" 2>&1 | grep -v '^ *Container .* Running$' || true
 	wait_service_healthy "$HEALTH_TIMEOUT" "$@"
 }
 
@@ -285,7 +303,7 @@ keep_chosen_ports() { # keep_chosen_ports CONTAINER
 	local pair var port
 	for pair in HTTP_PORT:8080 HTTPS_PORT:8443; do
 		var=${pair%%:*}
-		grep -qx "$var=" "$PROD_ENV" || continue
+		grep -qx "$var=" "$(prod_env_file)" || continue
 		port=$(docker inspect -f "{{with index .NetworkSettings.Ports \"${pair#*:}/tcp\"}}{{(index . 0).HostPort}}{{end}}" "$1")
 		[ -z "$port" ] || export "$var=$port"
 	done
@@ -302,25 +320,25 @@ wait_nginx_answers() { # wait_nginx_answers CONTAINER TIMEOUT: polled every 0.2 
 }
 
 # A container of the new nginx image, beside the running one (no published ports), must answer.
-check_new_nginx() {
-	local cid
-	cid=$(prod_compose run -d --rm --no-deps nginx) || die "nginx: the new image ($tag_override) does not start; nginx was not replaced"
+check_new_nginx() { # check_new_nginx TAG
+	local tag=$1 cid
+	cid=$(prod_compose_at "$tag" run -d --rm --no-deps nginx) || die "nginx: the new image ($tag) does not start; nginx was not replaced"
 	unfinished=$cid
 	wait_nginx_answers "$cid" "$HEALTH_TIMEOUT" \
-		|| die "nginx: the new image ($tag_override) does not answer within ${HEALTH_TIMEOUT}s; nginx was not replaced"
+		|| die "nginx: the new image ($tag) does not answer within ${HEALTH_TIMEOUT}s; nginx was not replaced"
 	docker rm -f "$cid" >/dev/null
 	unfinished=
 	say "nginx: the new image answers (checked in ${cid:0:12}, removed)"
 }
 
-replace_nginx() {
-	local old new before after held
-	old=$(prod_compose ps -q nginx | head -n1)
-	check_new_nginx
+replace_nginx() { # replace_nginx TAG
+	local tag=$1 old new before after held
+	old=$(nginx_container)
+	check_new_nginx "$tag"
 	keep_chosen_ports "$old"
 	# Created now, started once the old one has stopped (the ports are the old one's until then).
 	before=$(prod_compose ps -aq nginx | sort)
-	prod_compose up --no-start --no-deps --no-recreate --scale nginx=2 nginx 2>&1 \
+	prod_compose_at "$tag" up --no-start --no-deps --no-recreate --scale nginx=2 nginx 2>&1 \
 		| grep -v '^ *Container .* \(Running\|Creating\|Created\)$' || true
 	after=$(prod_compose ps -aq nginx | sort)
 	new=$(comm -13 <(echo "$before") <(echo "$after") | head -n1)
@@ -336,8 +354,8 @@ replace_nginx() {
 		say "warning: cannot hold new connections (needs root and iptables): they are refused until the new nginx is up"
 		outcome="new connections were refused for"
 	fi
-	say "nginx: stopping ${old:0:12} (SIGQUIT: requests in progress finish; up to 10s), starting ${new:0:12}"
-	docker stop -t 10 "$old" >/dev/null
+	say "nginx: stopping ${old:0:12} (SIGQUIT: requests in progress finish; up to $(stop_grace "$old")s), starting ${new:0:12}"
+	stop_gracefully "$old"
 	if ! docker start "$new" >/dev/null || ! wait_nginx_answers "$new" 30; then
 		docker logs --tail 5 "$new" 2>&1 | sed 's/^/  log: /' || true
 		docker rm -f "$new" >/dev/null 2>&1 || true
@@ -354,33 +372,33 @@ replace_nginx() {
 }
 
 # nginx is replaced only when its image really changed (nginx config or static files).
-maybe_replace_nginx() {
-	if [ "$(image_id "drs/nginx:$tag_override")" = "$(running_image_id nginx)" ]; then
+maybe_replace_nginx() { # maybe_replace_nginx TAG
+	if [ "$(image_id "drs/nginx:$1")" = "$(running_image_id nginx)" ]; then
 		say "nginx: image unchanged, kept running"
 	else
 		say "nginx: image changed (config or static files): replacing it"
-		replace_nginx
+		replace_nginx "$1"
 	fi
 }
 
-note_data_services() {
+note_data_services() { # note_data_services TAG
 	local svc
 	for svc in postgres redis; do
-		if [ "$(image_id "drs/$svc:$tag_override")" != "$(running_image_id "$svc")" ]; then
+		if [ "$(image_id "drs/$svc:$1")" != "$(running_image_id "$svc")" ]; then
 			say "note: the $svc image changed; it is not restarted by a deploy (plan a short window: docs/deploy-single-vm.md)"
 		fi
 	done
 }
 
 switch_to() { # switch_to TAG: the rolling part shared by deploy and rollback
-	tag_override=$1
-	rolling_replace web
-	rolling_replace worker
-	recreate beat
-	maybe_replace_nginx
-	say "recreating backup ($tag_override)"
-	prod_compose up -d --no-deps backup 2>&1 | grep -v '^ *Container .* Running$' || true
-	note_data_services
+	local tag=$1
+	rolling_replace "$tag" web
+	rolling_replace "$tag" worker
+	recreate "$tag" beat
+	maybe_replace_nginx "$tag"
+	say "recreating backup ($tag)"
+	prod_compose_at "$tag" up -d --no-deps backup 2>&1 | grep -v '^ *Container .* Running$' || true
+	note_data_services "$tag"
 }
 
 cmd_deploy() {
@@ -391,13 +409,13 @@ cmd_deploy() {
 	[ "$new" != "$from" ] || die "tag $new is already deployed (commit first, or set DEPLOY_TAG=...)"
 	say "deploying $new (running: $from)"
 	say "building images $new"
-	tag_override=$new prod_compose build --quiet
+	prod_compose_at "$new" build --quiet
 	if [ "${DEPLOY_BACKUP:-1}" = 1 ]; then
 		say "backing up before migrating"
 		prod_compose run --rm --no-deps -T backup backup >/dev/null
 	fi
 	say "applying migrations ($new)"
-	tag_override=$new prod_compose run --rm --no-deps -T migrate migrate
+	prod_compose_at "$new" run --rm --no-deps -T migrate migrate
 	switch_to "$new"
 	record_tags "$new" "$from"
 	say "deployed $new in $((SECONDS - start))s (rollback: make rollback -> $from)"
@@ -407,8 +425,8 @@ cmd_rollback() {
 	local from to start=$SECONDS
 	require_running_stack
 	from=$(current_tag)
-	to=$(tags_get DRS_PREVIOUS_TAG)
-	[ -n "$to" ] || die "no previous tag recorded in $TAGS_FILE (nothing was deployed with make deploy yet)"
+	to=$(previous_tag)
+	[ -n "$to" ] || die "no previous tag recorded in $(compose_tags_file "$(prod_env_file)") (nothing was deployed with make deploy yet)"
 	require_images "$to"
 	say "rolling back from $from to $to (migrations are not reversed)"
 	switch_to "$to"

@@ -12,8 +12,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEVELOPER_PATH = [
-    "scripts/docker-setup.sh", "scripts/dev-urls.sh", "scripts/build.sh", "scripts/test.sh",
-    "scripts/certs-selfsigned.sh", "scripts/prod-env.sh", "scripts/lock.sh",
+    "scripts/docker-setup.sh", "scripts/dev-urls.sh", "scripts/compose.sh", "scripts/build.sh",
+    "scripts/test.sh", "scripts/certs-selfsigned.sh", "scripts/prod-env.sh", "scripts/lock.sh",
     "scripts/lint.sh",  # the pre-commit hooks run it on developers' machines
 ]  # fmt: skip
 NOT_PORTABLE = {

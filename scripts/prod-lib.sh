@@ -1,37 +1,35 @@
 # shellcheck shell=bash
-# Shared by scripts/backup.sh and scripts/deploy.sh (sourced): the prod stack's compose command
-# and small helpers. Settings (the Makefile passes them):
-#   PROD_ENV      env file (default compose/prod.env)
-#   PROD_PROJECT  compose project name (default drs)
-# The image tag the stack runs is kept in "$PROD_ENV.tags" by `make deploy` (DRS_TAG=... and
-# DRS_PREVIOUS_TAG=...); without that file it is $DRS_TAG (default latest).
+# Functions shared by scripts/backup.sh and scripts/deploy.sh (sourced; it sets no variables).
+# The prod stack is the one scripts/compose.sh calls `prod`: env file PROD_ENV (default
+# compose/prod.env), project PROD_PROJECT (default drs), both from the environment (the Makefile
+# passes them); its image tag is the one `make deploy` recorded in "$PROD_ENV.tags".
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PROD_ENV="${PROD_ENV:-compose/prod.env}"
-PROD_PROJECT="${PROD_PROJECT:-drs}"
-TAGS_FILE="$PROD_ENV.tags"
+# shellcheck source=compose.sh
+. "$(dirname "${BASH_SOURCE[0]}")/compose.sh"
 
-say() { printf '\033[1m[%s]\033[0m %s\n' "${script_name:-prod}" "$*"; }
-die() { printf '[%s] error: %s\n' "${script_name:-prod}" "$*" >&2; exit 1; }
+# Messages are prefixed with the running script's name: [deploy], [backup].
+say() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0" .sh)" "$*"; }
+die() { printf '[%s] error: %s\n' "$(basename "$0" .sh)" "$*" >&2; exit 1; }
+
+prod_env_file() { compose_default_env_file prod; }
+prod_project() { printf '%s\n' "${PROD_PROJECT:-drs}"; }
 
 require_env_file() {
-	[ -f "$PROD_ENV" ] || die "$PROD_ENV does not exist; run 'make prod-env' (then 'make prod-up') first"
+	[ -f "$(prod_env_file)" ] || die "$(prod_env_file) does not exist; run 'make prod-env' (then 'make prod-up') first"
 }
 
-# tags_get KEY: a value from the tags file (empty when unset).
-tags_get() { sed -n "s/^$1=//p" "$TAGS_FILE" 2>/dev/null | tail -n1; }
+# The tag the stack runs now, and the one before it (empty when nothing was deployed yet).
+current_tag() { compose_prod_tag "$(prod_env_file)"; }
+previous_tag() { compose_recorded_tag "$(prod_env_file)" DRS_PREVIOUS_TAG; }
 
-current_tag() {
-	local tag
-	tag=$(tags_get DRS_TAG)
-	printf '%s\n' "${tag:-${DRS_TAG:-latest}}"
-}
+# prod_compose ARGS...: docker compose on the prod stack at its current tag.
+prod_compose() { "$(compose_root)/scripts/compose.sh" prod "$@"; }
 
-# prod_compose ARGS...: docker compose for the prod stack at $tag_override (default: the current tag).
-prod_compose() {
-	DRS_TAG="${tag_override:-$(current_tag)}" DRS_ENV_FILE="$PROD_ENV" COMPOSE_BAKE=false \
-		docker compose --project-directory "$ROOT" -p "$PROD_PROJECT" --env-file "$PROD_ENV" \
-		-f "$ROOT/docker-compose.yml" -f "$ROOT/docker-compose.prod.yml" "$@"
+# prod_compose_at TAG ARGS...: the same with the images of TAG (a deploy builds and starts them).
+prod_compose_at() {
+	local tag=$1
+	shift
+	"$(compose_root)/scripts/compose.sh" --tag "$tag" prod "$@"
 }
 
 health_of() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1"; }

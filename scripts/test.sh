@@ -27,8 +27,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 export DRS_TAG="${DRS_TAG:-latest}"
-export BUILD_CA_BUNDLE="${BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
-[ -r "$BUILD_CA_BUNDLE" ] || BUILD_CA_BUNDLE=/dev/null
 # TEST_RESULTS: another folder, so that runs side by side do not wipe each other's results.
 RESULTS="${TEST_RESULTS:-$ROOT/.cache/test-results}"
 export TEST_RESULTS="$RESULTS"
@@ -114,9 +112,8 @@ stage_lint() {
 	check "ruff format --check (services/web, bench)" hook ruff-format
 	check "hadolint ($dockerfiles Dockerfiles)" hook hadolint
 	check "shellcheck ($scripts shell scripts, found by name and shebang)" hook shellcheck
-	check "compose config (dev)" docker compose --env-file compose/dev.env -f docker-compose.yml -f docker-compose.dev.yml config -q
-	check "compose config (prod)" env DRS_ENV_FILE=compose/prod.env.example docker compose \
-		--env-file compose/prod.env.example -f docker-compose.yml -f docker-compose.prod.yml config -q
+	check "compose config (dev)" scripts/compose.sh dev config -q
+	check "compose config (prod)" scripts/compose.sh --env-file compose/prod.env.example prod config -q
 	check "nginx -t (nginx image)" docker run --rm --network none --add-host web:127.0.0.1 \
 		--read-only --tmpfs /tmp:uid=33,gid=33 -e NGINX_UPSTREAM_WATCH=0 "drs/nginx:$DRS_TAG" nginx -e stderr -t
 	rm -rf "$RESULTS/lint-certs"
@@ -146,7 +143,7 @@ stage_django() {
 	log "Django suite against PostgreSQL and Redis"
 	local project="drs-test-$RUN_ID" status=0
 	CURRENT_STAGE=django
-	local -a compose=(docker compose -p "$project" --env-file compose/dev.env -f docker-compose.yml -f compose/test.yml)
+	local -a compose=(scripts/compose.sh --project "$project" test)
 	# shellcheck disable=SC2064 # expand now: the trap must remove this very project
 	trap "${compose[*]} down -v --remove-orphans >/dev/null 2>&1 || true" RETURN
 	"${compose[@]}" up -d --wait postgres redis
@@ -184,8 +181,7 @@ stage_stack() {
 	printf 'TLS_CERTS_DIR=%s\n' "$STACK_DIR/certs" >>"$env_file"
 	# A browser front end on another origin, for the CORS tests (tests/e2e/test_cors.py).
 	printf 'DJANGO_CORS_ALLOWED_ORIGINS=%s\n' "https://app.example.test" >>"$env_file"
-	STACK_COMPOSE=(env "DRS_ENV_FILE=$env_file" docker compose -p "$project" --env-file "$env_file"
-		-f docker-compose.yml -f docker-compose.prod.yml)
+	STACK_COMPOSE=(scripts/compose.sh --project "$project" --env-file "$env_file" prod)
 	trap stack_teardown RETURN
 	local start; start=$(date +%s)
 	if ! "${STACK_COMPOSE[@]}" up -d --wait --wait-timeout 180; then

@@ -15,6 +15,8 @@ import pytest
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every compose call goes through it (its usage: scripts/compose.sh itself).
+COMPOSE = os.path.join(ROOT, "scripts", "compose.sh")
 # Where scripts/test.sh collects results; suites append their measured figures here.
 RESULTS_DIR = os.environ.get("TEST_RESULTS") or os.path.join(ROOT, ".cache", "test-results")
 
@@ -56,15 +58,16 @@ class Stack:
         self.env_file = env_file
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        """`docker compose ARGS` on the stack, whatever its exit status."""
-        cmd = [
-            "docker", "compose", "-p", self.project, "--env-file", self.env_file,
-            "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml", *args,
-        ]  # fmt: skip
-        env = {**os.environ, "DRS_ENV_FILE": self.env_file}
+        """`docker compose ARGS` on the stack (scripts/compose.sh prod), whatever its exit status."""
         return subprocess.run(
-            cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
+            [*self.compose_command, *args],
+            check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    @property
+    def compose_command(self) -> list[str]:
+        """The command line of `docker compose` on this stack, to add arguments to."""
+        return [COMPOSE, "--project", self.project, "--env-file", self.env_file, "prod"]
 
     def compose(self, *args: str, check: bool = True, timeout: float = 180) -> str:
         done = self.run(*args, timeout=timeout)

@@ -5,7 +5,7 @@
 #               concurrency CELERY_CONCURRENCY (default 2)
 #   beat        Celery beat (run exactly one); schedule file CELERY_BEAT_SCHEDULE_FILENAME
 #   watch CMD   dev: restart CMD (worker or beat) whenever a .py file under /app changes
-#   anything else is passed to the web entrypoint (manage, bash, ...)
+#   anything else is passed to the web image's entrypoint, web-entrypoint.sh here (manage, bash, ...)
 set -Eeuo pipefail
 
 log() { printf '[worker] %s\n' "$*" >&2; }
@@ -43,7 +43,7 @@ main() {
 			log "dev: restarting '${cmd[*]}' on every change under /app"
 			exec watchfiles --filter python --sigint-timeout 10 "${cmd[*]}" /app
 			;;
-		*) exec docker-entrypoint.sh "$@" ;;
+		*) exec web-entrypoint.sh "$@" ;;
 	esac
 }
 

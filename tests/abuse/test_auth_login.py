@@ -208,11 +208,7 @@ def redis_cli(stack, *args: str, stdin: str = "") -> str:
         ". /usr/local/bin/docker-entrypoint.sh; file_env REDIS_PASSWORD; "
         'REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli --no-auth-warning "$@"'
     )
-    cmd = [
-        "docker", "compose", "-p", stack.project, "--env-file", stack.env_file,
-        "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml",
-        "exec", "-T", "redis", "bash", "-c", script, "redis-cli", *args,
-    ]  # fmt: skip
+    cmd = [*stack.compose_command, "exec", "-T", "redis", "bash", "-c", script, "redis-cli", *args]
     done = subprocess.run(
         cmd, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=120, check=False
     )

@@ -100,10 +100,7 @@ class DevStack:
         )  # fmt: skip
 
     def compose(self, *args: str, check: bool = True, timeout: float = 180) -> str:
-        cmd = [
-            "docker", "compose", "-p", self.project, "--env-file", "compose/dev.env",
-            "-f", "docker-compose.yml", "-f", "docker-compose.dev.yml", *args,
-        ]  # fmt: skip
+        cmd = [str(self.root / "scripts" / "compose.sh"), "--project", self.project, "dev", *args]
         done = subprocess.run(
             cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
         )

@@ -11,7 +11,7 @@ import tarfile
 import tempfile
 import uuid
 
-from conftest import ROOT
+from conftest import COMPOSE, ROOT
 
 SECRET_KEYS = ("DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 FORBIDDEN_ENV = {*SECRET_KEYS, "PIP_CERT", "REQUESTS_CA_BUNDLE"}
@@ -48,8 +48,9 @@ def cert_needles(label: str, der: bytes) -> dict[str, bytes]:
 
 def build_ca_needles(stack) -> dict[str, bytes]:
     """Certificates of the build CA bundle that Debian's own ca-certificates does not ship:
-    the proxy CA handed to pip as a BuildKit secret."""
-    bundle = os.environ.get("BUILD_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    the proxy CA handed to pip as a BuildKit secret (the file scripts/compose.sh gives builds)."""
+    config = json.loads(stack.compose("config", "--format", "json"))
+    bundle = config["secrets"]["ca_bundle"]["file"]
     if not os.path.isfile(bundle) or os.path.getsize(bundle) == 0:
         return {}
     with open(bundle, encoding="utf-8", errors="replace") as handle:
@@ -258,11 +259,9 @@ def test_check_deploy_passes_in_the_running_web_container(stack):
 
 
 def test_compose_lint_passes_on_the_prod_configuration(tmp_path):
-    env = {**os.environ, "DRS_ENV_FILE": "compose/prod.env.example"}
     rendered = subprocess.run(
-        ["docker", "compose", "--env-file", "compose/prod.env.example", "-f", "docker-compose.yml",
-         "-f", "docker-compose.prod.yml", "config", "--no-interpolate"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+        [COMPOSE, "--env-file", "compose/prod.env.example", "prod", "config", "--no-interpolate"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     merged = tmp_path / "docker-compose.prod.merged.yml"
     merged.write_text(rendered)

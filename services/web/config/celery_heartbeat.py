@@ -1,8 +1,8 @@
 """Worker liveness for container health checks.
 
 A consumer bootstep touches ``CELERY_WORKER_HEARTBEAT_FILE`` (default /tmp/worker-heartbeat)
-every few seconds from the worker's event loop. The image's health check
-(``worker-healthcheck``) fails when the file goes stale: the loop is stuck or the consumer
+every few seconds from the worker's event loop. The worker image's health check
+(``docker-healthcheck``) fails when the file goes stale: the loop is stuck or the consumer
 stopped. Cheaper than ``celery inspect ping`` (no new Python process, no broker round trip).
 """
 

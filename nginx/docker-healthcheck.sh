@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# nginx health: /nginx-health answers 200 (bash's /dev/tcp; no curl in the image).
+# Health check of drs/nginx (the image's HEALTHCHECK): /nginx-health answers 200 (bash's
+# /dev/tcp; no curl in the image).
 set -Eeuo pipefail
 exec 3<>/dev/tcp/127.0.0.1/8080
 printf 'GET /nginx-health HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3

@@ -26,6 +26,8 @@ def record_timing(line: str) -> None:
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with open(os.path.join(RESULTS_DIR, "timings.txt"), "a") as f:
         f.write(line + "\n")
+
+
 # The stack serves HTTPS with a CA made for the run (scripts/test.sh): every requests call in
 # the suites trusts it, also those not made through Client (the suites talk to nothing else).
 CA_BUNDLE = os.environ.get("E2E_CA_BUNDLE")
@@ -78,7 +80,9 @@ class Stack:
     def env_values(self) -> dict[str, str]:
         """The stack's env file, as compose reads it (NAME=value lines; comments skipped)."""
         with open(self.env_file, encoding="utf-8") as handle:
-            pairs = (line.strip().split("=", 1) for line in handle if "=" in line and line[0] != "#")
+            pairs = (
+                line.strip().split("=", 1) for line in handle if "=" in line and line[0] != "#"
+            )
             return dict(pairs)
 
     def env_value(self, name: str, default: str = "") -> str:

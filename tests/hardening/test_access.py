@@ -6,7 +6,6 @@ import uuid
 import pytest
 
 
-
 def python_in_web(stack, code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["docker", "exec", stack.container_ids("web")[0], "python", "-c", code],

@@ -18,7 +18,6 @@ FORBIDDEN_ENV = {*SECRET_KEYS, "PIP_CERT", "REQUESTS_CA_BUNDLE"}
 CHUNK = 1 << 20
 
 
-
 def stack_images(stack) -> dict[str, str]:
     """The images the stack's containers run, by ID (a tag may since point elsewhere): names."""
     images: dict[str, set[str]] = {}

@@ -6,21 +6,24 @@ whose products are always removed afterwards, pass or fail.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-
-from imagetools import REPO, PREFIX, Containers, ensure_image, docker, unique
+from imagetools import PREFIX, REPO, Containers, docker, ensure_image, unique
 
 
 @pytest.fixture(scope="session")
 def postgres_image() -> str:
-    return ensure_image(os.environ.get("DRS_POSTGRES_IMAGE", "drs/postgres:latest"), REPO / "services" / "postgres")
+    return ensure_image(
+        os.environ.get("DRS_POSTGRES_IMAGE", "drs/postgres:latest"), REPO / "services" / "postgres"
+    )
 
 
 @pytest.fixture(scope="session")
 def redis_image() -> str:
-    return ensure_image(os.environ.get("DRS_REDIS_IMAGE", "drs/redis:latest"), REPO / "services" / "redis")
+    return ensure_image(
+        os.environ.get("DRS_REDIS_IMAGE", "drs/redis:latest"), REPO / "services" / "redis"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -44,5 +47,3 @@ def containers(network: str) -> Iterator[Containers]:
         yield c
     finally:
         c.cleanup()
-
-

@@ -24,11 +24,20 @@ class DockerError(AssertionError):
     pass
 
 
-def docker(*args: str, timeout: float = 60, check: bool = True, input: str | None = None,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str,
+    timeout: float = 60,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run `docker ARGS`, returning the completed process (text mode)."""
     proc = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, input=input,
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
         env={**os.environ, **env} if env else None,
     )
     if check and proc.returncode != 0:
@@ -52,7 +61,9 @@ def ensure_image(tag: str, context: Path) -> str:
         # Dockerfiles need nothing beyond the classic builder.
         proc = docker(*build, timeout=900, check=False, env={"DOCKER_BUILDKIT": "0"})
     if proc.returncode != 0:
-        raise DockerError(f"building {tag} from {context} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise DockerError(
+            f"building {tag} from {context} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return tag
 
 
@@ -70,8 +81,14 @@ class Containers:
         self.volumes.append(name)
         return name
 
-    def create(self, image: str, *cmd: str, env: dict[str, str] | None = None,
-               opts: tuple[str, ...] = (), name: str | None = None) -> str:
+    def create(
+        self,
+        image: str,
+        *cmd: str,
+        env: dict[str, str] | None = None,
+        opts: tuple[str, ...] = (),
+        name: str | None = None,
+    ) -> str:
         """`docker create` a container (not started) on the test network."""
         name = name or unique("ctr")
         args = ["create", "--name", name, "--network", self.network, "--label", f"{PREFIX}=1"]
@@ -93,8 +110,9 @@ class Containers:
         name = self.run(image, *cmd, **kwargs)
         return wait_exit(name, timeout), logs(name)
 
-    def client(self, image: str, *cmd: str, env: dict[str, str] | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def client(
+        self, image: str, *cmd: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run a one-off client container (`docker run --rm`) on the test network."""
         name = unique("client")
         self.names.append(name)  # removed at cleanup should the run time out
@@ -131,7 +149,9 @@ def wait_healthy(name: str, timeout: float = 90) -> None:
     while time.monotonic() < deadline:
         state = inspect(name)["State"]
         if not state["Running"]:
-            raise AssertionError(f"{name} exited ({state['ExitCode']}) before becoming healthy:\n{logs(name)}")
+            raise AssertionError(
+                f"{name} exited ({state['ExitCode']}) before becoming healthy:\n{logs(name)}"
+            )
         if state.get("Health", {}).get("Status") == "healthy":
             return
         time.sleep(0.5)
@@ -160,4 +180,12 @@ def pid1(name: str) -> tuple[str, int, int]:
     return comm, int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
 
 
-HARDENED = ("--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--tmpfs", "/tmp")
+HARDENED = (
+    "--read-only",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--tmpfs",
+    "/tmp",
+)

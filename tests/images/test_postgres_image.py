@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from imagetools import (
     HARDENED,
     Containers,
@@ -30,11 +29,31 @@ INIT_DIR = "/docker-entrypoint-initdb.d"
 REFUSAL = "an earlier initialisation of this data volume failed or was interrupted"
 
 
-def psql(containers: Containers, image: str, host: str, sql: str, *, user: str = "postgres",
-         password: str = PASSWORD, db: str = "postgres"):
+def psql(
+    containers: Containers,
+    image: str,
+    host: str,
+    sql: str,
+    *,
+    user: str = "postgres",
+    password: str = PASSWORD,
+    db: str = "postgres",
+):
     """Run SQL over TCP from another container, insisting on SCRAM authentication."""
     return containers.client(
-        image, "psql", "-h", host, "-U", user, "-d", db, "-v", "ON_ERROR_STOP=1", "-tAX", "-c", sql,
+        image,
+        "psql",
+        "-h",
+        host,
+        "-U",
+        user,
+        "-d",
+        db,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-tAX",
+        "-c",
+        sql,
         env={"PGPASSWORD": password, "PGREQUIREAUTH": "scram-sha-256", "PGCONNECT_TIMEOUT": "5"},
     )
 
@@ -45,10 +64,17 @@ def query(containers: Containers, image: str, host: str, sql: str, **kwargs) -> 
     return proc.stdout.strip()
 
 
-def start_server(containers: Containers, image: str, *cmd: str, env: dict[str, str] | None = None,
-                 opts: tuple[str, ...] = (), init_files: Path | None = None) -> str:
-    name = containers.create(image, *cmd, env={"POSTGRES_PASSWORD": PASSWORD} if env is None else env,
-                             opts=opts)
+def start_server(
+    containers: Containers,
+    image: str,
+    *cmd: str,
+    env: dict[str, str] | None = None,
+    opts: tuple[str, ...] = (),
+    init_files: Path | None = None,
+) -> str:
+    name = containers.create(
+        image, *cmd, env={"POSTGRES_PASSWORD": PASSWORD} if env is None else env, opts=opts
+    )
     if init_files is not None:
         copy_into(name, init_files, INIT_DIR)
     docker("start", name)
@@ -59,7 +85,12 @@ def test_scram_password_login_over_tcp_from_another_container(containers, postgr
     name = start_server(containers, postgres_image)
     wait_healthy(name)
     assert query(containers, postgres_image, name, "SELECT current_user") == "postgres"
-    stored = query(containers, postgres_image, name, "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'")
+    stored = query(
+        containers,
+        postgres_image,
+        name,
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'",
+    )
     assert stored.startswith("SCRAM-SHA-256$")
 
 
@@ -73,14 +104,17 @@ def test_wrong_password_is_refused(containers, postgres_image):
 
 @pytest.mark.parametrize("env", [{}, {"POSTGRES_PASSWORD": ""}], ids=["missing", "empty"])
 def test_no_password_exits_with_a_clear_message(containers, postgres_image, env):
-    code, log = containers.run_to_exit(postgres_image, env=env, opts=("-v", f"{containers.volume()}:/var/lib/postgresql/data"))
+    code, log = containers.run_to_exit(
+        postgres_image, env=env, opts=("-v", f"{containers.volume()}:/var/lib/postgresql/data")
+    )
     assert code != 0
     assert "POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) must be set" in log
 
 
 def test_password_and_password_file_both_set_is_an_error(containers, postgres_image):
     code, log = containers.run_to_exit(
-        postgres_image, env={"POSTGRES_PASSWORD": PASSWORD, "POSTGRES_PASSWORD_FILE": "/tmp/pw"})
+        postgres_image, env={"POSTGRES_PASSWORD": PASSWORD, "POSTGRES_PASSWORD_FILE": "/tmp/pw"}
+    )
     assert code != 0
     assert "both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set" in log
 
@@ -89,15 +123,26 @@ def test_file_variants_and_custom_user_and_database(containers, postgres_image, 
     for var, value in {"pw": PASSWORD, "user": "app", "db": "appdb"}.items():
         (tmp_path / var).write_text(value + "\n")
         (tmp_path / var).chmod(0o644)
-    name = containers.create(postgres_image, env={
-        "POSTGRES_PASSWORD_FILE": "/tmp/pw", "POSTGRES_USER_FILE": "/tmp/user", "POSTGRES_DB_FILE": "/tmp/db"})
+    name = containers.create(
+        postgres_image,
+        env={
+            "POSTGRES_PASSWORD_FILE": "/tmp/pw",
+            "POSTGRES_USER_FILE": "/tmp/user",
+            "POSTGRES_DB_FILE": "/tmp/db",
+        },
+    )
     for var in ("pw", "user", "db"):
         copy_into(name, tmp_path / var, f"/tmp/{var}")
     docker("start", name)
     wait_healthy(name)
-    out = query(containers, postgres_image, name,
-                "SELECT current_user, current_database(), rolsuper FROM pg_roles WHERE rolname = current_user",
-                user="app", db="appdb")
+    out = query(
+        containers,
+        postgres_image,
+        name,
+        "SELECT current_user, current_database(), rolsuper FROM pg_roles WHERE rolname = current_user",
+        user="app",
+        db="appdb",
+    )
     # POSTGRES_USER other than postgres: an ordinary role owning its database (test_postgres_roles.py)
     assert out == "app|appdb|f"
 
@@ -105,12 +150,20 @@ def test_file_variants_and_custom_user_and_database(containers, postgres_image, 
 def test_init_scripts_run_once_in_order(containers, postgres_image, tmp_path):
     init = tmp_path / "init"
     init.mkdir()
-    (init / "01-schema.sql").write_text("CREATE TABLE init_log (n serial PRIMARY KEY, step text);\n"
-                                        "INSERT INTO init_log (step) VALUES ('sql');\n")
-    (init / "02-sourced.sh").write_text('psql -v ON_ERROR_STOP=1 -c "INSERT INTO init_log (step) VALUES (\'sh-sourced\')"\n')
-    (init / "03-executed.sh").write_text('#!/bin/bash\nset -e\n'
-                                         'psql -v ON_ERROR_STOP=1 -c "INSERT INTO init_log (step) VALUES (\'sh-executed\')"\n')
-    (init / "04-data.sql.gz").write_bytes(gzip.compress(b"INSERT INTO init_log (step) VALUES ('sql.gz');\n"))
+    (init / "01-schema.sql").write_text(
+        "CREATE TABLE init_log (n serial PRIMARY KEY, step text);\n"
+        "INSERT INTO init_log (step) VALUES ('sql');\n"
+    )
+    (init / "02-sourced.sh").write_text(
+        "psql -v ON_ERROR_STOP=1 -c \"INSERT INTO init_log (step) VALUES ('sh-sourced')\"\n"
+    )
+    (init / "03-executed.sh").write_text(
+        "#!/bin/bash\nset -e\n"
+        "psql -v ON_ERROR_STOP=1 -c \"INSERT INTO init_log (step) VALUES ('sh-executed')\"\n"
+    )
+    (init / "04-data.sql.gz").write_bytes(
+        gzip.compress(b"INSERT INTO init_log (step) VALUES ('sql.gz');\n")
+    )
     for f in init.iterdir():
         f.chmod(0o644)
     (init / "03-executed.sh").chmod(0o755)
@@ -120,19 +173,24 @@ def test_init_scripts_run_once_in_order(containers, postgres_image, tmp_path):
     name = start_server(containers, postgres_image, opts=opts, init_files=init)
     wait_healthy(name)
     expected = "sql\nsh-sourced\nsh-executed\nsql.gz"
-    assert query(containers, postgres_image, name, "SELECT step FROM init_log ORDER BY n") == expected
+    assert (
+        query(containers, postgres_image, name, "SELECT step FROM init_log ORDER BY n") == expected
+    )
 
     # A new container on the same volume: the scripts must not run again.
     docker("stop", "-t", "60", name, timeout=90)
     again = start_server(containers, postgres_image, opts=opts, init_files=init)
     wait_healthy(again)
-    assert query(containers, postgres_image, again, "SELECT step FROM init_log ORDER BY n") == expected
+    assert (
+        query(containers, postgres_image, again, "SELECT step FROM init_log ORDER BY n") == expected
+    )
     assert INIT_DIR not in logs(again)
     assert "skipping initialisation" in logs(again)
 
 
 def test_failing_init_script_fails_the_container_and_the_volume_is_refused_later(
-        containers, postgres_image, tmp_path):
+    containers, postgres_image, tmp_path
+):
     init = tmp_path / "init"
     init.mkdir()
     (init / "01-ok.sql").write_text("CREATE TABLE first_half (id int);\n")
@@ -170,7 +228,9 @@ def test_postgres_is_pid_1_as_the_postgres_user(containers, postgres_image):
 
 
 def test_stop_is_a_clean_shutdown_without_crash_recovery(containers, postgres_image):
-    name = start_server(containers, postgres_image, opts=("-v", f"{containers.volume()}:/var/lib/postgresql/data"))
+    name = start_server(
+        containers, postgres_image, opts=("-v", f"{containers.volume()}:/var/lib/postgresql/data")
+    )
     wait_healthy(name)
     assert inspect(name)["Config"]["StopSignal"] == "SIGINT"
     docker("stop", "-t", "60", name, timeout=90)
@@ -212,17 +272,25 @@ def test_healthy_only_after_initialisation(containers, postgres_image, tmp_path)
 def test_server_arguments_pass_through_and_config_is_the_image_one(containers, postgres_image):
     name = start_server(containers, postgres_image, "postgres", "-c", "work_mem=8MB")
     wait_healthy(name)
-    out = query(containers, postgres_image, name,
-                "SELECT current_setting('work_mem'), current_setting('config_file'), "
-                "current_setting('random_page_cost'), current_setting('jit'), current_setting('password_encryption')")
+    out = query(
+        containers,
+        postgres_image,
+        name,
+        "SELECT current_setting('work_mem'), current_setting('config_file'), "
+        "current_setting('random_page_cost'), current_setting('jit'), current_setting('password_encryption')",
+    )
     assert out == "8MB|/etc/postgresql/postgresql.conf|1.1|off|scram-sha-256"
 
 
 def test_jit_left_out_cleanly(containers, postgres_image):
     name = start_server(containers, postgres_image)
     wait_healthy(name)
-    out = query(containers, postgres_image, name,
-                "SET jit = on; SET jit_above_cost = 0; SELECT pg_jit_available(), sum(g) FROM generate_series(1, 1000) g")
+    out = query(
+        containers,
+        postgres_image,
+        name,
+        "SET jit = on; SET jit_above_cost = 0; SELECT pg_jit_available(), sum(g) FROM generate_series(1, 1000) g",
+    )
     assert out.splitlines()[-1] == "f|500500"
 
 
@@ -233,8 +301,13 @@ def test_arbitrary_command_is_executed(containers, postgres_image):
 
 
 def test_hardened_read_only_no_capabilities(containers, postgres_image):
-    opts = (*HARDENED, "--tmpfs", "/var/run/postgresql",
-            "-v", f"{containers.volume()}:/var/lib/postgresql/data")
+    opts = (
+        *HARDENED,
+        "--tmpfs",
+        "/var/run/postgresql",
+        "-v",
+        f"{containers.volume()}:/var/lib/postgresql/data",
+    )
     name = start_server(containers, postgres_image, opts=opts)
     wait_healthy(name)
     query(containers, postgres_image, name, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")

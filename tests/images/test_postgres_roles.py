@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from imagetools import REPO, DockerError, docker, ensure_image, logs, wait_healthy
 from test_postgres_image import INIT_DIR, PASSWORD, psql, query
 

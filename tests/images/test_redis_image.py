@@ -8,9 +8,16 @@ password in REDISCLI_AUTH (never on a command line).
 from __future__ import annotations
 
 import pytest
-
 from imagetools import (
-    HARDENED, Containers, copy_into, docker, inspect, logs, pid1, wait_exit, wait_healthy,
+    HARDENED,
+    Containers,
+    copy_into,
+    docker,
+    inspect,
+    logs,
+    pid1,
+    wait_exit,
+    wait_healthy,
 )
 
 PASSWORD = 'broker "secret" with spaces\\'
@@ -28,9 +35,16 @@ def ok(containers: Containers, image: str, host: str, *cmd: str) -> list[str]:
     return proc.stdout.splitlines()
 
 
-def start_server(containers: Containers, image: str, *cmd: str, env: dict[str, str] | None = None,
-                 opts: tuple[str, ...] = ()) -> str:
-    return containers.run(image, *cmd, env={"REDIS_PASSWORD": PASSWORD} if env is None else env, opts=opts)
+def start_server(
+    containers: Containers,
+    image: str,
+    *cmd: str,
+    env: dict[str, str] | None = None,
+    opts: tuple[str, ...] = (),
+) -> str:
+    return containers.run(
+        image, *cmd, env={"REDIS_PASSWORD": PASSWORD} if env is None else env, opts=opts
+    )
 
 
 def test_password_login_from_another_container(containers, redis_image):
@@ -64,7 +78,8 @@ def test_no_password_exits_with_a_clear_message(containers, redis_image, env):
 
 def test_password_and_password_file_both_set_is_an_error(containers, redis_image):
     code, log = containers.run_to_exit(
-        redis_image, env={"REDIS_PASSWORD": PASSWORD, "REDIS_PASSWORD_FILE": "/tmp/pw"}, timeout=30)
+        redis_image, env={"REDIS_PASSWORD": PASSWORD, "REDIS_PASSWORD_FILE": "/tmp/pw"}, timeout=30
+    )
     assert code != 0
     assert "both REDIS_PASSWORD and REDIS_PASSWORD_FILE are set" in log
 
@@ -82,19 +97,36 @@ def test_password_file(containers, redis_image, tmp_path):
 
 
 def test_broker_settings(containers, redis_image):
-    name = start_server(containers, redis_image, env={"REDIS_PASSWORD": PASSWORD, "REDIS_MAXMEMORY": "64mb"})
+    name = start_server(
+        containers, redis_image, env={"REDIS_PASSWORD": PASSWORD, "REDIS_MAXMEMORY": "64mb"}
+    )
     wait_healthy(name, timeout=60)
-    assert ok(containers, redis_image, name, "config", "get", "maxmemory-policy") == ["maxmemory-policy", "noeviction"]
-    assert ok(containers, redis_image, name, "config", "get", "maxmemory") == ["maxmemory", str(64 * 1024 * 1024)]
+    assert ok(containers, redis_image, name, "config", "get", "maxmemory-policy") == [
+        "maxmemory-policy",
+        "noeviction",
+    ]
+    assert ok(containers, redis_image, name, "config", "get", "maxmemory") == [
+        "maxmemory",
+        str(64 * 1024 * 1024),
+    ]
     assert ok(containers, redis_image, name, "config", "get", "appendonly") == ["appendonly", "yes"]
-    assert ok(containers, redis_image, name, "config", "get", "appendfsync") == ["appendfsync", "everysec"]
+    assert ok(containers, redis_image, name, "config", "get", "appendfsync") == [
+        "appendfsync",
+        "everysec",
+    ]
 
 
 def test_default_maxmemory_and_arguments_pass_through(containers, redis_image):
     name = start_server(containers, redis_image, "redis-server", "--slowlog-max-len", "256")
     wait_healthy(name, timeout=60)
-    assert ok(containers, redis_image, name, "config", "get", "maxmemory") == ["maxmemory", str(128 * 1024 * 1024)]
-    assert ok(containers, redis_image, name, "config", "get", "slowlog-max-len") == ["slowlog-max-len", "256"]
+    assert ok(containers, redis_image, name, "config", "get", "maxmemory") == [
+        "maxmemory",
+        str(128 * 1024 * 1024),
+    ]
+    assert ok(containers, redis_image, name, "config", "get", "slowlog-max-len") == [
+        "slowlog-max-len",
+        "256",
+    ]
 
 
 def test_data_survives_a_restart_and_files_are_private(containers, redis_image):
@@ -105,7 +137,9 @@ def test_data_survives_a_restart_and_files_are_private(containers, redis_image):
     docker("restart", "-t", "30", name, timeout=60)
     wait_healthy(name, timeout=60)
     assert ok(containers, redis_image, name, "get", "celery-task") == ["queued"]
-    modes = docker("exec", name, "find", "/data", "-type", "f", "-printf", "%m %p\n").stdout.splitlines()
+    modes = docker(
+        "exec", name, "find", "/data", "-type", "f", "-printf", "%m %p\n"
+    ).stdout.splitlines()
     assert modes, "no data files in /data"
     assert all(line.startswith("600 ") for line in modes), modes
 
@@ -127,7 +161,8 @@ def test_password_reaches_redis_server_on_standard_input_only(containers, redis_
     fake.chmod(0o755)
     tmp_path.chmod(0o755)
     name = containers.create(
-        redis_image, env={"REDIS_PASSWORD": PASSWORD, "PATH": "/opt/fake:/usr/local/bin:/usr/bin:/bin"}
+        redis_image,
+        env={"REDIS_PASSWORD": PASSWORD, "PATH": "/opt/fake:/usr/local/bin:/usr/bin:/bin"},
     )
     copy_into(name, tmp_path, "/opt/fake")
     docker("start", name)
@@ -149,7 +184,9 @@ def test_health_check_needs_the_right_password(containers, redis_image):
 
 
 def test_hardened_read_only_no_capabilities(containers, redis_image):
-    name = start_server(containers, redis_image, opts=(*HARDENED, "-v", f"{containers.volume()}:/data"))
+    name = start_server(
+        containers, redis_image, opts=(*HARDENED, "-v", f"{containers.volume()}:/data")
+    )
     wait_healthy(name, timeout=60)
     assert ok(containers, redis_image, name, "set", "k", "v") == ["OK"]
     assert ok(containers, redis_image, name, "bgsave") == ["Background saving started"]

@@ -9,22 +9,24 @@ import ssl
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# ROOT, COMPOSE and RESULTS_DIR stay strings: suites import them (cwd=, argv, " ".join, Path(...)).
+ROOT = str(Path(__file__).resolve().parents[1])
 # Every compose call goes through it (its usage: scripts/compose.sh itself).
-COMPOSE = os.path.join(ROOT, "scripts", "compose.sh")
+COMPOSE = str(Path(ROOT, "scripts", "compose.sh"))
 # Where scripts/test.sh collects results; suites append their measured figures here.
-RESULTS_DIR = os.environ.get("TEST_RESULTS") or os.path.join(ROOT, ".cache", "test-results")
+RESULTS_DIR = os.environ.get("TEST_RESULTS") or str(Path(ROOT, ".cache", "test-results"))
 
 
 def record_timing(line: str) -> None:
     """Figures for the report (timings are recorded, never asserted)."""
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, "timings.txt"), "a") as f:
+    Path(RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+    with (Path(RESULTS_DIR) / "timings.txt").open("a") as f:
         f.write(line + "\n")
 
 
@@ -60,7 +62,8 @@ class Stack:
         self.env_file = env_file
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        """`docker compose ARGS` on the stack (scripts/compose.sh prod), whatever its exit status."""
+        """`docker compose ARGS` on the stack (scripts/compose.sh prod), whatever its exit
+        status."""
         return subprocess.run(
             [*self.compose_command, *args],
             check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
@@ -79,14 +82,15 @@ class Stack:
 
     def env_values(self) -> dict[str, str]:
         """The stack's env file, as compose reads it (NAME=value lines; comments skipped)."""
-        with open(self.env_file, encoding="utf-8") as handle:
+        with Path(self.env_file).open(encoding="utf-8") as handle:
             pairs = (
                 line.strip().split("=", 1) for line in handle if "=" in line and line[0] != "#"
             )
             return dict(pairs)
 
     def env_value(self, name: str, default: str = "") -> str:
-        """One variable of the env file; ``default`` (the documented default) when unset or empty."""
+        """One variable of the env file; ``default`` (the documented default) when unset or
+        empty."""
         return self.env_values().get(name) or default
 
     def container_ids(self, service: str) -> list[str]:

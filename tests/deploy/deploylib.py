@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from conftest import CA_BUNDLE, ROOT
@@ -51,11 +52,11 @@ def copy_working_tree(dest: str) -> int:
     ).stdout.decode()  # fmt: skip
     copied = 0
     for name in filter(None, listed.split("\0")):
-        source = os.path.join(ROOT, name)
+        source = Path(ROOT) / name
         if not os.path.lexists(source):  # deleted in the working tree
             continue
-        target = os.path.join(dest, name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        target = Path(dest) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target, follow_symlinks=False)
         copied += 1
     return copied
@@ -63,16 +64,16 @@ def copy_working_tree(dest: str) -> int:
 
 def edit(tree: str, path: str, old: str, new: str) -> None:
     """Replace one exact, unique piece of a file in a release copy."""
-    target = os.path.join(tree, path)
-    with open(target, encoding="utf-8") as f:
+    target = Path(tree) / path
+    with target.open(encoding="utf-8") as f:
         text = f.read()
     assert text.count(old) == 1, f"{path}: expected exactly one {old!r}"
-    with open(target, "w", encoding="utf-8") as f:
+    with target.open("w", encoding="utf-8") as f:
         f.write(text.replace(old, new))
 
 
 def write(tree: str, path: str, text: str) -> None:
-    with open(os.path.join(tree, path), "w", encoding="utf-8") as f:
+    with (Path(tree) / path).open("w", encoding="utf-8") as f:
         f.write(text)
 
 
@@ -80,7 +81,7 @@ def latest_migration(tree: str, app_dir: str) -> str:
     """The highest-numbered migration of an app (its leaf in this project's linear history)."""
     names = [
         n[:-3]
-        for n in os.listdir(os.path.join(tree, app_dir, "migrations"))
+        for n in (entry.name for entry in (Path(tree) / app_dir / "migrations").iterdir())
         if re.match(r"^\d{4}_.*\.py$", n)
     ]
     assert names, f"no migrations in {app_dir}"
@@ -88,8 +89,9 @@ def latest_migration(tree: str, app_dir: str) -> str:
 
 
 def new_tree() -> str:
-    os.makedirs(os.path.join(ROOT, ".cache"), exist_ok=True)
-    return tempfile.mkdtemp(prefix="deploy-release-", dir=os.path.join(ROOT, ".cache"))
+    cache = Path(ROOT) / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="deploy-release-", dir=cache)
 
 
 # ---- make, with its output lines timed ------------------------------------------------------

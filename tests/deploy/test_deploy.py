@@ -14,13 +14,13 @@ reached nginx. Every title acknowledged with a 201 must be in the database exact
 Disruptive (replaces every app container), so this suite runs late."""
 
 import datetime
-import os
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from conftest import RESULTS_DIR, ROOT, record_timing
@@ -96,7 +96,7 @@ def make_release1(tree: str, tag: str) -> str:
         "models.DateTimeField(null=True, blank=True)),\n"
         "    ]\n",
     )
-    with open(os.path.join(tree, "nginx/snippets/security-headers.conf"), "a") as f:
+    with (Path(tree) / "nginx/snippets/security-headers.conf").open("a") as f:
         f.write(f'add_header {RELEASE_HEADER} "{tag}" always;\n')
     return name
 
@@ -138,7 +138,7 @@ def releases(stack):
 
 
 def tags(stack) -> dict[str, str]:
-    with open(stack.env_file + ".tags") as f:
+    with Path(stack.env_file + ".tags").open() as f:
         return dict(
             line.strip().split("=", 1) for line in f if "=" in line and not line.startswith("#")
         )
@@ -279,8 +279,8 @@ class Phase:
 
 def save_output(name: str, run: MakeRun) -> None:
     """make's output with the second each line came, for reading a failure afterwards."""
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, f"deploy-{name}.log"), "w") as f:
+    Path(RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+    with (Path(RESULTS_DIR) / f"deploy-{name}.log").open("w") as f:
         for t, line in run.lines:
             f.write(f"{t - run.started:7.1f}  {line}\n")
         f.write(f"exit {run.returncode}\n{run.stderr}")

@@ -16,9 +16,13 @@ def python_in_web(stack, code: str) -> subprocess.CompletedProcess:
 def test_postgres_refuses_a_wrong_password_and_accepts_the_right_one(stack):
     env = stack.env_values()
     user, db = env.get("POSTGRES_USER", "app"), env.get("POSTGRES_DB", "app")
-    connect = "import psycopg2; psycopg2.connect(host='postgres', user={u!r}, password={p!r}, dbname={d!r}, connect_timeout=5).close(); print('connected')"
+    connect = (
+        "import psycopg2; psycopg2.connect(host='postgres', user={u!r}, password={p!r}, "
+        "dbname={d!r}, connect_timeout=5).close(); print('connected')"
+    )
     wrong = python_in_web(stack, connect.format(u=user, p="wrong-" + uuid.uuid4().hex, d=db))
-    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr, wrong.stderr
+    assert wrong.returncode != 0, f"a wrong password connected: {wrong.stdout}{wrong.stderr}"
+    assert "password authentication failed" in wrong.stderr, wrong.stderr
     right = python_in_web(stack, connect.format(u=user, p=env["POSTGRES_PASSWORD"], d=db))
     assert "connected" in right.stdout, right.stderr
 
@@ -27,9 +31,11 @@ def test_redis_refuses_no_password_and_a_wrong_one(stack):
     env = stack.env_values()
     ping = "import redis; print(redis.Redis(host='redis', password={p!r}, socket_timeout=5).ping())"
     none = python_in_web(stack, ping.format(p=None))
-    assert none.returncode != 0 and "AuthenticationError" in none.stderr, none.stderr
+    assert none.returncode != 0, f"no password was accepted: {none.stdout}{none.stderr}"
+    assert "AuthenticationError" in none.stderr, none.stderr
     wrong = python_in_web(stack, ping.format(p="wrong-" + uuid.uuid4().hex))
-    assert wrong.returncode != 0 and "AuthenticationError" in wrong.stderr, wrong.stderr
+    assert wrong.returncode != 0, f"a wrong password was accepted: {wrong.stdout}{wrong.stderr}"
+    assert "AuthenticationError" in wrong.stderr, wrong.stderr
     right = python_in_web(stack, ping.format(p=env["REDIS_PASSWORD"]))
     assert "True" in right.stdout, right.stderr
 
@@ -39,7 +45,8 @@ def test_postgres_uses_scram_sha_256(stack):
     user, db = env.get("POSTGRES_USER", "app"), env.get("POSTGRES_DB", "app")
     # The app's login over TCP, refusing anything weaker than SCRAM.
     login = stack.compose(
-        "exec", "-T", "-e", f"PGPASSWORD={env['POSTGRES_PASSWORD']}", "-e", "PGREQUIREAUTH=scram-sha-256",
+        "exec", "-T", "-e", f"PGPASSWORD={env['POSTGRES_PASSWORD']}",
+        "-e", "PGREQUIREAUTH=scram-sha-256",
         "postgres", "psql", "-h", "127.0.0.1", "-U", user, "-d", db, "-Atc", "SELECT current_user",
     ).split()  # fmt: skip
     assert login == [user], login
@@ -79,7 +86,7 @@ def probe_from(stack, network: str, service: str, port: int) -> subprocess.Compl
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("service,port", [("postgres", 5432), ("redis", 6379)])
+@pytest.mark.parametrize(("service", "port"), [("postgres", 5432), ("redis", 6379)])
 def test_unreachable_from_a_container_on_another_network(stack, service, port):
     """The probe reaches the service from the backend network (so it can succeed), and neither
     its name nor its address from a network of its own."""

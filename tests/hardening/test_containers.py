@@ -18,7 +18,8 @@ def running(stack) -> list[tuple[str, dict]]:
     containers = [stack.inspect(c) for c in stack.compose("ps", "-q").split()]
     found = [(c["Config"]["Labels"]["com.docker.compose.service"], c) for c in containers]
     missing = expected - {service for service, _ in found}
-    assert expected and not missing, f"not running: {sorted(missing)}"
+    assert expected, "the prod configuration has no long-running service"
+    assert not missing, f"not running: {sorted(missing)}"
     return found
 
 
@@ -64,7 +65,8 @@ def test_a_root_filesystem_write_is_refused(stack):
     for service, c in running(stack):
         done = subprocess.run(
             ["docker", "exec", c["Id"], "sh", "-c",
-             "echo x > /tmp/hardening-probe && rm /tmp/hardening-probe && echo x > /hardening-probe"],
+             "echo x > /tmp/hardening-probe && rm /tmp/hardening-probe"
+             " && echo x > /hardening-probe"],
             check=False, capture_output=True, text=True,
         )  # fmt: skip
         assert done.returncode != 0, f"{service} could write to /"
@@ -75,8 +77,9 @@ def test_only_nginx_publishes_ports(stack):
     for service, c in running(stack):  # nginx among them
         published = {k: v for k, v in (c["NetworkSettings"]["Ports"] or {}).items() if v}
         if service == "nginx":
-            assert published and all(
-                b["HostIp"] == "127.0.0.1" for v in published.values() for b in v
+            assert published, "nginx publishes no port"
+            assert all(b["HostIp"] == "127.0.0.1" for v in published.values() for b in v), (
+                f"nginx publishes on an address other than 127.0.0.1: {published}"
             )
         else:
             assert not published, (service, published)

@@ -1,4 +1,5 @@
-"""No secret (or the build CA) in any image; check --deploy; compose-lint (hadolint runs in lint)."""
+"""No secret (or the build CA) in any image; check --deploy; compose-lint (hadolint runs in
+lint)."""
 
 import base64
 import json
@@ -10,6 +11,7 @@ import sys
 import tarfile
 import tempfile
 import uuid
+from pathlib import Path
 
 from conftest import COMPOSE, ROOT
 
@@ -50,13 +52,15 @@ def build_ca_needles(stack) -> dict[str, bytes]:
     the proxy CA handed to pip as a BuildKit secret (the file scripts/compose.sh gives builds)."""
     config = json.loads(stack.compose("config", "--format", "json"))
     bundle = config["secrets"]["ca_bundle"]["file"]
-    if not os.path.isfile(bundle) or os.path.getsize(bundle) == 0:
+    bundle_path = Path(bundle)
+    if not bundle_path.is_file() or bundle_path.stat().st_size == 0:
         return {}
-    with open(bundle, encoding="utf-8", errors="replace") as handle:
+    with bundle_path.open(encoding="utf-8", errors="replace") as handle:
         host = pem_certs(handle.read())
     image = stack.inspect(stack.container_ids("web")[0])["Config"]["Image"]
     shipped = subprocess.run(
-        ["docker", "run", "--rm", "--entrypoint", "cat", image, "/etc/ssl/certs/ca-certificates.crt"],
+        ["docker", "run", "--rm", "--entrypoint", "cat", image,
+         "/etc/ssl/certs/ca-certificates.crt"],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     shipped_certs = set(pem_certs(shipped))
@@ -176,19 +180,20 @@ def build_canary(tag: str, web_image: str, secrets: dict[str, str], folder: str)
     """Builds the canary image `tag` in `folder`; returns the canary CA's needles.
     Without the layer cache: BuildKit's cache key ignores a secret's content, so a cached layer
     would hold an earlier run's CA."""
+    base = Path(folder)
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
          "-nodes", "-days", "2", "-subj", "/CN=drs canary build CA",
-         "-keyout", os.path.join(folder, "ca-key.pem"), "-out", os.path.join(folder, "ca.pem")],
+         "-keyout", base / "ca-key.pem", "-out", base / "ca.pem"],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    with open(os.path.join(folder, "ca.pem"), encoding="ascii") as handle:
+    with (base / "ca.pem").open(encoding="ascii") as handle:
         (canary_ca,) = pem_certs(handle.read())
-    with open(os.path.join(folder, "leaked.env"), "w", encoding="utf-8") as handle:
+    with (base / "leaked.env").open("w", encoding="utf-8") as handle:
         handle.write(f"DJANGO_SECRET_KEY={secrets['DJANGO_SECRET_KEY']}\n")
-    with open(os.path.join(folder, "Dockerfile"), "w", encoding="utf-8") as handle:
+    with (base / "Dockerfile").open("w", encoding="utf-8") as handle:
         handle.write(CANARY_DOCKERFILE)
-    with open(os.path.join(folder, "compose.yml"), "w", encoding="utf-8") as handle:
+    with (base / "compose.yml").open("w", encoding="utf-8") as handle:
         handle.write(CANARY_COMPOSE)
     env = {
         **os.environ, "COMPOSE_BAKE": "false", "DOCKER_BUILDKIT": "1", "CANARY_IMAGE": tag,
@@ -264,10 +269,10 @@ def test_compose_lint_passes_on_the_prod_configuration(tmp_path):
     ).stdout  # fmt: skip
     merged = tmp_path / "docker-compose.prod.merged.yml"
     merged.write_text(rendered)
-    lint = os.path.join(os.path.dirname(sys.executable), "compose-lint")
+    lint = Path(sys.executable).parent / "compose-lint"
     done = subprocess.run(
         [lint, "check", "--no-env", "--fail-on", "low", "--strict-config",
-         "--config", os.path.join(ROOT, ".compose-lint.yml"), str(merged)],
+         "--config", Path(ROOT) / ".compose-lint.yml", str(merged)],
         cwd=ROOT, check=False, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

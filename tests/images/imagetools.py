@@ -42,7 +42,8 @@ def docker(
     )
     if check and proc.returncode != 0:
         raise DockerError(
-            f"docker {' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+            f"docker {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
         )
     return proc
 

@@ -36,7 +36,9 @@ def test_backup_verify_restore_roundtrip_inside_the_container(containers, postgr
     assert backup_name.startswith("backup-")
     assert "rows match" in backup.stderr
     listing = sh(name, "list-backups").stdout
-    assert f"{backup_name}" in listing and "verified" in listing and "last run: ok" in listing
+    assert f"{backup_name}" in listing, listing
+    assert "verified" in listing, listing
+    assert "last run: ok" in listing, listing
     assert sh(name, f"ls /backups/{backup_name}").stdout.split() == [
         "SHA256SUMS", "db.dump", "globals.sql", "media.tar.gz", "rows.txt",
     ]  # fmt: skip
@@ -62,7 +64,8 @@ def test_failed_backup_is_loud_and_leaves_nothing_half_written(containers, postg
     assert sh(name, "ls -A /backups | grep -c '^.tmp-'", check=False).stdout.strip() == "0"
     assert sh(name, "backup-healthcheck", check=False).returncode != 0
     listing = sh(name, "list-backups", check=False)
-    assert listing.returncode != 0 and "LAST BACKUP RUN FAILED" in listing.stdout
+    assert listing.returncode != 0, f"list-backups passed after a failed run: {listing.stdout}"
+    assert "LAST BACKUP RUN FAILED" in listing.stdout, listing.stdout
     # The next good run clears it.
     sh(name, "backup")
     assert sh(name, "backup-healthcheck", check=False).returncode == 0

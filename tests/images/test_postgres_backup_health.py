@@ -88,8 +88,10 @@ def test_leftovers_of_a_killed_backup_are_removed_by_the_next_run(containers, po
     opts = (*HARDENED, "--tmpfs", "/var/run/postgresql", "-v", f"{backups}:/backups")
     # pg_dump is held up by a lock on t, then its container is killed.
     docker("exec", "-d", server, "psql", "-X", "-q", "-d", "app", "-c", LOCK_HOLDER)
-    wait_until(server, "psql -X -tA -d app -c \"SELECT 1 FROM pg_locks WHERE relation = 't'::regclass "
-                       "AND mode = 'AccessExclusiveLock'\" | grep -q 1", "the lock was never taken")  # fmt: skip
+    wait_until(server,
+               "psql -X -tA -d app -c \"SELECT 1 FROM pg_locks "
+               "WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock'\" | grep -q 1",
+               "the lock was never taken")  # fmt: skip
     killed = containers.run(postgres_image, "backup", env=env, opts=opts)
     wait_until(killed, "ls -d /backups/.tmp-backup-*/db.dump", "the backup never reached pg_dump")
     docker("kill", killed)
@@ -99,7 +101,8 @@ def test_leftovers_of_a_killed_backup_are_removed_by_the_next_run(containers, po
                "WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock'\"")  # fmt: skip
     code, listing = containers.run_to_exit(postgres_image, "ls", "-A", "/backups", opts=opts)
     leftover = [entry for entry in listing.split() if entry.startswith(".tmp-backup-")]
-    assert code == 0 and len(leftover) == 1, listing
+    assert code == 0, f"listing /backups failed: {listing}"
+    assert len(leftover) == 1, listing
 
     code, log = containers.run_to_exit(postgres_image, "backup", env=env, opts=opts)
     assert code == 0, log

@@ -24,8 +24,12 @@ def test_a_dump_longer_than_the_server_timeouts_succeeds(containers, postgres_im
     # Another session takes the table and keeps it: pg_dump waits for it (no lock_timeout).
     docker("exec", "-d", "-e", "PGOPTIONS=-c statement_timeout=0", name, "psql", "-X", "-q",
            "-d", "app", "-c",
-           f"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({HOLD_SECONDS}); COMMIT;")  # fmt: skip
-    lock_query = "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock'"
+           f"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({HOLD_SECONDS}); "
+           "COMMIT;")  # fmt: skip
+    lock_query = (
+        "SELECT count(*) FROM pg_locks "
+        "WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock'"
+    )
     deadline = time.monotonic() + 30  # hang guard, generous
     while sh(name, f'psql -X -tA -d app -c "{lock_query}"').stdout.strip() != "1":
         assert time.monotonic() < deadline, "the lock holder never got its lock"

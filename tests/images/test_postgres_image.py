@@ -139,11 +139,13 @@ def test_file_variants_and_custom_user_and_database(containers, postgres_image, 
         containers,
         postgres_image,
         name,
-        "SELECT current_user, current_database(), rolsuper FROM pg_roles WHERE rolname = current_user",
+        "SELECT current_user, current_database(), rolsuper FROM pg_roles "
+        "WHERE rolname = current_user",
         user="app",
         db="appdb",
     )
-    # POSTGRES_USER other than postgres: an ordinary role owning its database (test_postgres_roles.py)
+    # POSTGRES_USER other than postgres: an ordinary role owning its database
+    # (test_postgres_roles.py)
     assert out == "app|appdb|f"
 
 
@@ -277,7 +279,8 @@ def test_server_arguments_pass_through_and_config_is_the_image_one(containers, p
         postgres_image,
         name,
         "SELECT current_setting('work_mem'), current_setting('config_file'), "
-        "current_setting('random_page_cost'), current_setting('jit'), current_setting('password_encryption')",
+        "current_setting('random_page_cost'), current_setting('jit'), "
+        "current_setting('password_encryption')",
     )
     assert out == "8MB|/etc/postgresql/postgresql.conf|1.1|off|scram-sha-256"
 
@@ -289,7 +292,8 @@ def test_jit_left_out_cleanly(containers, postgres_image):
         containers,
         postgres_image,
         name,
-        "SET jit = on; SET jit_above_cost = 0; SELECT pg_jit_available(), sum(g) FROM generate_series(1, 1000) g",
+        "SET jit = on; SET jit_above_cost = 0; "
+        "SELECT pg_jit_available(), sum(g) FROM generate_series(1, 1000) g",
     )
     assert out.splitlines()[-1] == "f|500500"
 

@@ -31,7 +31,8 @@ def cli(containers: Containers, image: str, host: str, *cmd: str, password: str 
 def ok(containers: Containers, image: str, host: str, *cmd: str) -> list[str]:
     proc = cli(containers, image, host, *cmd)
     assert proc.returncode == 0, proc.stderr
-    assert "ERR" not in proc.stdout and "NOAUTH" not in proc.stdout, proc.stdout
+    assert "ERR" not in proc.stdout, proc.stdout
+    assert "NOAUTH" not in proc.stdout, proc.stdout
     return proc.stdout.splitlines()
 
 
@@ -168,9 +169,11 @@ def test_password_reaches_redis_server_on_standard_input_only(containers, redis_
     docker("start", name)
     code = wait_exit(name, 60)
     out = logs(name)
-    assert code == 0 and "STDIN:" in out, out
+    assert code == 0, f"the container exited {code}: {out}"
+    assert "STDIN:" in out, out
     seen, stdin = out.split("STDIN:", 1)
-    assert "ARGS: " in seen and "PATH=/opt/fake:" in seen, seen  # the stand-in ran
+    assert "ARGS: " in seen, seen  # the stand-in ran
+    assert "PATH=/opt/fake:" in seen, seen
     assert PASSWORD not in seen
     assert 'requirepass "broker \\"secret\\" with spaces\\\\"' in stdin, stdin
 

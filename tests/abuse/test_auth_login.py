@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 from abuselib import record_figures, timed
+
 from conftest import ROOT, Client
 
 TOKEN_URL = "/api/auth/token/"

@@ -11,6 +11,7 @@ import time
 import uuid
 
 from abuselib import record_figures
+
 from conftest import Client
 
 ATTACK_SECONDS = 30

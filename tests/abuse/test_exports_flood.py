@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from abuselib import record_figures
+
 from conftest import Client, seed_posts
 
 FLOOD = 40  # exports one user asks for, back to back

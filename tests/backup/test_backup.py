@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import record_timing
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import RESULTS_DIR, ROOT, record_timing
 from deploylib import (
     KeepAlive,
     Load,
@@ -42,6 +41,8 @@ from deploylib import (
     wait_exports_done,
     write,
 )
+
+from conftest import RESULTS_DIR, ROOT, record_timing
 
 THREADS = 6
 # The retry bound: each nginx reload (two per web container swapped) or graceful stop (when

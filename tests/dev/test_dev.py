@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from conftest import RESULTS_DIR, record_timing
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import requests
+
 from conftest import raw_request
 
 SECURITY_HEADERS = {

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
 from conftest import RESULTS_DIR, Client
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,9 @@ import csv
 import io
 import time
 
-from conftest import seed_posts
 from faultlib import record, wait_for
+
+from conftest import seed_posts
 
 ROWS = 200_000
 

@@ -23,8 +23,9 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from conftest import Stack, seed_posts
 from faultlib import record, wait_done, wait_for
+
+from conftest import Stack, seed_posts
 
 ROWS = 20_000
 HEARTBEAT_SECONDS = 1

@@ -11,6 +11,7 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
+
 from conftest import Client, raw_request
 
 POSTS = "/api/posts/"

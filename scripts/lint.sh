@@ -19,7 +19,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 VENV="$ROOT/.cache/venv"
-RUFF_PATHS=(services/web bench)
+RUFF_PATHS=(services/web bench tests)
 
 die() { printf 'lint: error: %s\n' "$*" >&2; exit 1; }
 

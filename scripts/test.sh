@@ -108,8 +108,8 @@ stage_lint() {
 	dockerfiles=$(scripts/lint.sh dockerfiles | wc -l | tr -d ' ')
 	scripts=$(scripts/lint.sh shell-scripts | wc -l | tr -d ' ')
 	check "pre-commit config valid (.pre-commit-config.yaml)" precommit validate-config
-	check "ruff check (services/web, bench)" hook ruff-check
-	check "ruff format --check (services/web, bench)" hook ruff-format
+	check "ruff check (services/web, bench, tests)" hook ruff-check
+	check "ruff format --check (services/web, bench, tests)" hook ruff-format
 	check "hadolint ($dockerfiles Dockerfiles)" hook hadolint
 	check "shellcheck ($scripts shell scripts, found by name and shebang)" hook shellcheck
 	check "compose config (dev)" scripts/compose.sh dev config -q

@@ -127,6 +127,8 @@ class ExportViewSet(
 
     @extend_schema(
         summary="Download the export's file (owner only)",
+        # One file, not a list (the JSON array of posts would make it "_list").
+        operation_id="exports_download_retrieve",
         responses={
             # Text first: a client generated from the schema reads the file as text, either format.
             (200, "text/csv"): OpenApiResponse(

@@ -540,14 +540,16 @@ SERVER_EMAIL = env.str("DJANGO_SERVER_EMAIL", default="root@localhost")  # sende
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 
 # Error mail through Django's AdminEmailHandler, besides the JSON log lines, when DEBUG is off:
-# Django's ERROR lines (a 500 is django.request's), as Django's default logging does, with the
-# request id added. It sends nothing while ADMINS is empty.
+# Django's ERROR lines with a traceback (an unhandled exception: a 500), with the request id.
+# Not the 503s answered while the database is away (an outage would send a mail per request).
+# It sends nothing while ADMINS is empty.
 LOGGING["filters"]["require_debug_false"] = {"()": "django.utils.log.RequireDebugFalse"}
+LOGGING["filters"]["unhandled_errors"] = {"()": "apps.core.logging.UnhandledErrorFilter"}
 LOGGING["formatters"]["mail"] = {"format": "%(message)s\nRequest id: %(request_id)s"}
 LOGGING["handlers"]["mail_admins"] = {
     "class": "django.utils.log.AdminEmailHandler",
     "level": "ERROR",
-    "filters": ["require_debug_false", "context"],
+    "filters": ["require_debug_false", "unhandled_errors", "context"],
     "formatter": "mail",
 }
 # Replaces the handlers of Django's default logging on "django" (its own mail_admins, and a

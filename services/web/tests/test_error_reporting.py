@@ -3,6 +3,8 @@ malformed values stopping start-up with one line (settings read in fresh process
 starts). The delivery itself, to a Sentry and a mail server stand-in, is tested on the running
 stack (tests/e2e/test_error_reporting.py)."""
 
+import logging
+
 import pytest
 from django.core import mail
 
@@ -184,3 +186,17 @@ def test_no_admins_no_mail(client, settings):
     client.raise_request_exception = False
     assert client.get("/api/test/error/").status_code == 500
     assert mail.outbox == []
+
+
+def test_answered_server_errors_such_as_503_send_no_mail(settings):
+    """Django logs every 5xx answer at ERROR; only a crash (a traceback) is mailed, so a database
+    outage answered with 503s does not send a mail per request."""
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    logger = logging.getLogger("django.request")
+    logger.error("Service Unavailable: /api/posts/", extra={"status_code": 503})
+    assert mail.outbox == []
+    try:
+        raise RuntimeError("crash")
+    except RuntimeError:
+        logger.exception("Internal Server Error: /api/posts/", extra={"status_code": 500})
+    assert len(mail.outbox) == 1

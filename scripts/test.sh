@@ -178,9 +178,18 @@ stage_stack() {
 		-e 's/^HTTP_BIND=.*/HTTP_BIND=127.0.0.1/' "$env_file")
 	printf '%s\n' "$edited" >"$env_file"
 	scripts/certs-selfsigned.sh localhost "$STACK_DIR/certs" >/dev/null
-	printf 'TLS_CERTS_DIR=%s\n' "$STACK_DIR/certs" >>"$env_file"
-	# A browser front end on another origin, for the CORS tests (tests/e2e/test_cors.py).
-	printf 'DJANGO_CORS_ALLOWED_ORIGINS=%s\n' "https://app.example.test" >>"$env_file"
+	{
+		printf 'TLS_CERTS_DIR=%s\n' "$STACK_DIR/certs"
+		# A browser front end on another origin, for the CORS tests (tests/e2e/test_cors.py).
+		printf 'DJANGO_CORS_ALLOWED_ORIGINS=%s\n' "https://app.example.test"
+		# Errors reach the stand-ins for Sentry and a mail server that
+		# tests/e2e/test_error_reporting.py runs on the stack's backend network (as errors-sink);
+		# its test-only error views on.
+		printf 'SENTRY_DSN=%s\n' "http://e2e-public-key@errors-sink:8080/1"
+		printf 'EMAIL_URL=%s\n' "smtp://errors-sink:8025"
+		printf 'DJANGO_ADMINS=%s\n' "E2E Ops <ops@example.test>"
+		printf 'DJANGO_ERROR_TEST_VIEWS=1\n'
+	} >>"$env_file"
 	STACK_COMPOSE=(scripts/compose.sh --project "$project" --env-file "$env_file" prod)
 	trap stack_teardown RETURN
 	local start; start=$(date +%s)

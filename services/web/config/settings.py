@@ -10,10 +10,12 @@ start-up with one line when a required value is missing.
 
 import sys
 from datetime import timedelta
+from email.utils import getaddresses
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -335,6 +337,10 @@ SEARCH_MAX_TERM_LENGTH = env.int("DJANGO_SEARCH_MAX_TERM_LENGTH", default=64)
 
 # Bench-only bare Django view at /api/bench/posts/ (prices DRF's overhead). Off in production.
 BENCH_VIEWS = env.bool("DJANGO_BENCH_VIEWS", default=False)
+# Test-only views that fail on purpose (apps/core/views.py): /api/test/error/ raises, and
+# POST /api/test/task-error/ queues a task that raises. They prove that errors reach Sentry and
+# the admins' mailbox (tests/e2e/test_error_reporting.py). Off in production.
+ERROR_TEST_VIEWS = env.bool("DJANGO_ERROR_TEST_VIEWS", default=False)
 
 # --- Exports ----------------------------------------------------------------------------------
 
@@ -447,6 +453,109 @@ LOGGING = {
     },
 }
 
+# --- Error reporting: Sentry (or GlitchTip) when SENTRY_DSN is set, and mail to ADMINS ---------
+
+# Problems found while reading these settings; the guard below refuses to start on any.
+_ERROR_REPORTING_PROBLEMS: list[str] = []
+
+
+def _fraction(name: str, default: float) -> float:
+    """A sample rate between 0 and 1 (a problem is recorded, not raised, on anything else)."""
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        _ERROR_REPORTING_PROBLEMS.append(
+            f"{name} is {raw!r}; set it to a number from 0 to 1, e.g. {name}={default}"
+        )
+    return value
+
+
+def _dsn_problem(dsn: str) -> str | None:
+    """Why ``dsn`` is not a Sentry DSN (https://PUBLIC_KEY@HOST/PROJECT_ID), None if it is."""
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return "it needs http:// or https:// and a host"
+    if not parts.username:
+        return "it has no public key (the part before @)"
+    if not parts.path.rstrip("/").rsplit("/", 1)[-1].isdigit():
+        return "it does not end with a project id (a number)"
+    return None
+
+
+# The DSN the project's settings page shows (Sentry: Client Keys; GlitchTip: the DSN). Unset:
+# the SDK is not even initialised.
+SENTRY_DSN = env.str("SENTRY_DSN", default="").strip()
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="production").strip() or "production"
+# The deployed image tag (compose sets DRS_RELEASE from DRS_TAG): which deploy an error came from.
+SENTRY_RELEASE = env.str("DRS_RELEASE", default="").strip() or None
+# Share of errors sent (1 = all), and of requests and tasks traced for performance (0 = off).
+SENTRY_SAMPLE_RATE = _fraction("SENTRY_SAMPLE_RATE", 1.0)
+SENTRY_TRACES_SAMPLE_RATE = _fraction("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+if SENTRY_DSN and (_dsn_error := _dsn_problem(SENTRY_DSN)):
+    _ERROR_REPORTING_PROBLEMS.append(
+        f"SENTRY_DSN is not a DSN: {_dsn_error}; copy it from the project's settings, e.g. "
+        "SENTRY_DSN=https://PUBLIC_KEY@sentry.example.com/1 (or leave it empty: no Sentry)"
+    )
+
+# Who gets a mail for every server error (500) and what sends it. DJANGO_ADMINS: comma-separated
+# addresses, each optionally with a name: "Ops <ops@example.com>, dev@example.com". Mail goes
+# through EMAIL_URL: smtp://user:password@host:25 (STARTTLS: smtp+tls://; SSL: smtp+ssl://); without
+# it production sends none, development prints mail on the console.
+_admins_raw = env.str("DJANGO_ADMINS", default="").strip()
+ADMINS = [(name, address) for name, address in getaddresses([_admins_raw]) if name or address]
+for _name, _address in ADMINS:
+    if "@" not in _address or any(character.isspace() for character in _address):
+        _ERROR_REPORTING_PROBLEMS.append(
+            f"DJANGO_ADMINS has {_address or _name!r}, which is not an e-mail address; set it to "
+            'comma-separated addresses, e.g. DJANGO_ADMINS="Ops <ops@example.com>, dev@example.com"'
+        )
+_email_url = env.str("EMAIL_URL", default="").strip() or (
+    "consolemail://" if DEBUG else "dummymail://"
+)
+try:
+    _email = env.email_url_config(_email_url)
+except (ImproperlyConfigured, ValueError) as exc:
+    _email = env.email_url_config("dummymail://")
+    _ERROR_REPORTING_PROBLEMS.append(
+        f"EMAIL_URL is not a mail server URL ({exc}); set it like "
+        "EMAIL_URL=smtp+tls://user:password@smtp.example.com:587 (or leave it empty: no mail)"
+    )
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or ""
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+# Error mail is sent inside the failing request: a mail server that hangs must not hang it long.
+EMAIL_TIMEOUT = env.int("DJANGO_EMAIL_TIMEOUT", default=10)
+SERVER_EMAIL = env.str("DJANGO_SERVER_EMAIL", default="root@localhost")  # sender of error mail
+DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+
+# Error mail through Django's AdminEmailHandler, besides the JSON log lines, when DEBUG is off:
+# Django's ERROR lines with a traceback (an unhandled exception: a 500), with the request id.
+# Not the 503s answered while the database is away (an outage would send a mail per request).
+# It sends nothing while ADMINS is empty.
+LOGGING["filters"]["require_debug_false"] = {"()": "django.utils.log.RequireDebugFalse"}
+LOGGING["filters"]["unhandled_errors"] = {"()": "apps.core.logging.UnhandledErrorFilter"}
+LOGGING["formatters"]["mail"] = {"format": "%(message)s\nRequest id: %(request_id)s"}
+LOGGING["handlers"]["mail_admins"] = {
+    "class": "django.utils.log.AdminEmailHandler",
+    "level": "ERROR",
+    "filters": ["require_debug_false", "unhandled_errors", "context"],
+    "formatter": "mail",
+}
+# Replaces the handlers of Django's default logging on "django" (its own mail_admins, and a
+# console handler for debug only); the lines still propagate to the stdout handler.
+LOGGING["loggers"]["django"] = {"handlers": ["mail_admins"], "level": "INFO"}
+
 # --- Production guard -------------------------------------------------------------------------
 
 
@@ -478,6 +587,9 @@ for _name, _value, _example in [
     if _value < 1:
         _refuse(f"{_name} is {_value}; set it to 1 or more, e.g. {_name}={_example}")
 
+for _problem in _ERROR_REPORTING_PROBLEMS:
+    _refuse(_problem)
+
 for _origin, _problem in _CORS_ORIGIN_PROBLEMS.items():
     _refuse(
         f"DJANGO_CORS_ALLOWED_ORIGINS has {_origin!r}: {_problem}; set it to comma-separated "
@@ -501,3 +613,16 @@ if not DEBUG and not TESTING:
             "DATABASE_URL is not set (SQLite is for development and tests only); set it to "
             "a PostgreSQL URL, e.g. DATABASE_URL=postgres://user:password@db:5432/app"
         )
+
+# --- Sentry: initialised last, once every setting passed the guard -----------------------------
+
+if SENTRY_DSN:
+    from apps.core.sentry import sentry_init
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=SENTRY_ENVIRONMENT,
+        release=SENTRY_RELEASE,
+        sample_rate=SENTRY_SAMPLE_RATE,
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+    )

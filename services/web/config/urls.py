@@ -6,7 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from apps.core import health
-from apps.core.views import ApiRootView
+from apps.core.views import ApiRootView, error_test_task, error_test_view
 
 # The admin's "View site" link: the interactive API docs.
 admin.site.site_url = "/api/docs/"
@@ -19,6 +19,9 @@ api_patterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    # Test only (DJANGO_ERROR_TEST_VIEWS; 404 otherwise): errors on purpose.
+    path("test/error/", error_test_view, name="error-test"),
+    path("test/task-error/", error_test_task, name="error-test-task"),
 ]
 
 urlpatterns = [

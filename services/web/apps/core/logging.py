@@ -1,4 +1,5 @@
-"""Logging helpers: a filter that adds request and task ids, and the JSON-lines formatter."""
+"""Logging helpers: a filter that adds request and task ids, one that passes unhandled errors
+only (the error mail), and the JSON-lines formatter."""
 
 import logging
 from datetime import UTC, datetime
@@ -20,6 +21,15 @@ class ContextFilter(logging.Filter):
         if not hasattr(record, "task_id"):
             record.task_id = task_id_var.get()
         return True
+
+
+class UnhandledErrorFilter(logging.Filter):
+    """Pass only records of an unhandled exception (they carry its traceback): a crash, not a
+    503 that the app answers on purpose while the database is away, which Django also logs at
+    ERROR. Keeps the error mail to crashes, and an outage from sending a mail per request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return bool(record.exc_info)
 
 
 class JsonFormatter(_BaseJsonFormatter):

@@ -178,9 +178,14 @@ stage_stack() {
 		-e 's/^HTTP_BIND=.*/HTTP_BIND=127.0.0.1/' "$env_file")
 	printf '%s\n' "$edited" >"$env_file"
 	scripts/certs-selfsigned.sh localhost "$STACK_DIR/certs" >/dev/null
-	printf 'TLS_CERTS_DIR=%s\n' "$STACK_DIR/certs" >>"$env_file"
-	# A browser front end on another origin, for the CORS tests (tests/e2e/test_cors.py).
-	printf 'DJANGO_CORS_ALLOWED_ORIGINS=%s\n' "https://app.example.test" >>"$env_file"
+	{
+		printf 'TLS_CERTS_DIR=%s\n' "$STACK_DIR/certs"
+		# A browser front end on another origin, for the CORS tests (tests/e2e/test_cors.py).
+		printf 'DJANGO_CORS_ALLOWED_ORIGINS=%s\n' "https://app.example.test"
+		# Flower's opt-in profile (tests/e2e/test_flower.py); the hardening suite checks its
+		# container as every other.
+		printf 'COMPOSE_PROFILES=flower\n'
+	} >>"$env_file"
 	STACK_COMPOSE=(scripts/compose.sh --project "$project" --env-file "$env_file" prod)
 	trap stack_teardown RETURN
 	local start; start=$(date +%s)

@@ -18,6 +18,9 @@ COMPOSE      = scripts/compose.sh $(STACK)
 SETUP        = scripts/docker-setup.sh
 # Targets that only talk to a running stack check that Docker answers; they install nothing.
 CHECK        = scripts/docker-setup.sh check
+# Every opt-in profile, so that stopping a stack stops them too, whichever are switched on now
+# (COMPOSE_PROFILES, in the shell or the env file, switches them on: docs/configuration.md).
+ALL_PROFILES = --profile proxy --profile flower
 
 .PHONY: help
 help: ## Show this help (the default target)
@@ -35,11 +38,12 @@ dev-proxy: ## Also start nginx in front of the dev server (http://127.0.0.1:8080
 	@$(SETUP)
 	@# nginx bakes in the static files of the prod web image: build that first.
 	scripts/build.sh
-	$(DEV_COMPOSE) --profile proxy up -d --build --wait
+	@# --profile would replace COMPOSE_PROFILES (e.g. flower): added to it instead.
+	COMPOSE_PROFILES="$${COMPOSE_PROFILES:+$$COMPOSE_PROFILES,}proxy" $(DEV_COMPOSE) up -d --build --wait
 
 dev-down: ## Stop the dev stack (data volumes are kept; `make clean` removes them)
 	@$(SETUP)
-	$(DEV_COMPOSE) --profile proxy down --remove-orphans
+	$(DEV_COMPOSE) $(ALL_PROFILES) down --remove-orphans
 
 ## Production (single VM)
 .PHONY: prod-env prod-up prod-down
@@ -56,7 +60,7 @@ prod-up: ## Build and start the hardened prod stack behind nginx; waits until he
 
 prod-down: ## Stop the prod stack (volumes are kept)
 	@$(SETUP)
-	$(PROD_COMPOSE) down --remove-orphans
+	$(PROD_COMPOSE) $(ALL_PROFILES) down --remove-orphans
 
 ## Backups, deploys and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/tls.md)
 .PHONY: backup backups restore deploy rollback certs-selfsigned
@@ -188,6 +192,6 @@ test-bench: ## The benchmark harness on a small dataset (BENCH_QUICK=1): checks 
 .PHONY: clean
 clean: ## Remove the dev stack with its volumes, test stacks, and local caches
 	@$(SETUP)
-	$(DEV_COMPOSE) --profile proxy down -v --remove-orphans
+	$(DEV_COMPOSE) $(ALL_PROFILES) down -v --remove-orphans
 	scripts/test.sh clean
 	rm -rf .cache

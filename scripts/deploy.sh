@@ -4,8 +4,8 @@
 #                                replace web one container at a time (the new one healthy before
 #                                nginx sees it, and in nginx before the old one stops), the worker
 #                                the same way (warm shutdown: running tasks finish), beat, nginx
-#                                when its image changed (new connections held, not refused), and
-#                                the backup service
+#                                when its image changed (new connections held, not refused), the
+#                                backup service, and flower when its profile is on
 #   scripts/deploy.sh rollback   the same rolling replacement back to the previous tag (no build,
 #                                no migration: migrations must be expand/contract, see the docs)
 # Tags: the git commit (`git rev-parse --short HEAD`, plus -dirty-<time> for uncommitted trees;
@@ -395,6 +395,10 @@ switch_to() { # switch_to TAG: the rolling part shared by deploy and rollback
 	rolling_replace "$tag" web
 	rolling_replace "$tag" worker
 	recreate "$tag" beat
+	# Flower, when its profile is on (COMPOSE_PROFILES=flower): one container, a gap is fine.
+	if prod_compose config --services | grep -qx flower; then
+		recreate "$tag" flower
+	fi
 	maybe_replace_nginx "$tag"
 	say "recreating backup ($tag)"
 	prod_compose_at "$tag" up -d --no-deps backup 2>&1 | grep -v '^ *Container .* Running$' || true

@@ -189,6 +189,9 @@ stage_stack() {
 		printf 'EMAIL_URL=%s\n' "smtp://errors-sink:8025"
 		printf 'DJANGO_ADMINS=%s\n' "E2E Ops <ops@example.test>"
 		printf 'DJANGO_ERROR_TEST_VIEWS=1\n'
+		# Flower's opt-in profile (tests/e2e/test_flower.py); the hardening suite checks its
+		# container as every other.
+		printf 'COMPOSE_PROFILES=flower\n'
 	} >>"$env_file"
 	STACK_COMPOSE=(scripts/compose.sh --project "$project" --env-file "$env_file" prod)
 	trap stack_teardown RETURN

@@ -4,6 +4,10 @@
 #               --max-tasks-per-child bounded (CELERY_MAX_TASKS_PER_CHILD, default 200),
 #               concurrency CELERY_CONCURRENCY (default 2)
 #   beat        Celery beat (run exactly one); schedule file CELERY_BEAT_SCHEDULE_FILENAME
+#   flower      Flower, the Celery monitor (compose profile `flower`; docs/observability.md), on
+#               port 5555 under /flower/: read-only (no remote control), nothing kept on disk,
+#               basic auth FLOWER_USER (default flower) / FLOWER_PASSWORD (16+ characters). It
+#               talks to the broker only (CELERY_BROKER_URL), never loads Django.
 #   watch CMD   dev: restart CMD (worker or beat) whenever a .py file under /app changes
 #   anything else is passed to the web image's entrypoint, web-entrypoint.sh here (manage, bash, ...)
 set -Eeuo pipefail
@@ -28,11 +32,38 @@ beat_cmd() {
 		--pidfile=
 }
 
+# Flower reads its options from the command line below; FLOWER_BASIC_AUTH (a Flower variable)
+# carries the credentials, so that they never show in the process list.
+flower_cmd() {
+	printf '%s\n' celery flower \
+		--address=0.0.0.0 --port=5555 --url_prefix=flower \
+		--persistent=False --read_only=True \
+		--max_tasks=10000 --purge_offline_workers=3600
+}
+
+flower_auth() {
+	local user=${FLOWER_USER:-flower} password=${FLOWER_PASSWORD:-}
+	if [ "${#password}" -lt 16 ]; then
+		log "error: FLOWER_PASSWORD must have at least 16 characters: set one in the env file" \
+			"(make prod-env writes one; or: openssl rand -hex 24; docs/observability.md)"
+		exit 64
+	fi
+	case "$user$password" in
+		*,*) log "error: FLOWER_USER and FLOWER_PASSWORD must not contain a comma"; exit 64 ;;
+	esac
+	case "$user" in
+		'' | *:*) log "error: FLOWER_USER must be a name without a colon"; exit 64 ;;
+	esac
+	export FLOWER_BASIC_AUTH="$user:$password"
+	unset FLOWER_PASSWORD
+}
+
 main() {
 	local -a cmd
 	case "${1:-worker}" in
 		worker) mapfile -t cmd < <(worker_cmd); shift || true; exec "${cmd[@]}" "$@" ;;
 		beat) mapfile -t cmd < <(beat_cmd); shift; exec "${cmd[@]}" "$@" ;;
+		flower) flower_auth; mapfile -t cmd < <(flower_cmd); shift; exec "${cmd[@]}" "$@" ;;
 		watch)
 			shift
 			case "${1:-worker}" in

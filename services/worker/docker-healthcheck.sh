@@ -6,6 +6,8 @@
 #   docker-healthcheck beat      beat rewrites its schedule file as it sends periodic tasks (the
 #                                export sweep runs every minute); a schedule untouched for
 #                                BEAT_HEARTBEAT_MAX_AGE seconds (600) means it is stuck
+#   docker-healthcheck flower    Flower answers GET /flower/healthcheck with 200 (bash's
+#                                /dev/tcp; Flower asks no credentials there)
 set -Eeuo pipefail
 
 # age_check WHAT AGE MAX_AGE: healthy while AGE (seconds) is at most MAX_AGE.
@@ -40,8 +42,20 @@ beat_health() {
 	age_check "schedule file" $(($(date +%s) - newest)) "${BEAT_HEARTBEAT_MAX_AGE:-600}"
 }
 
+flower_health() {
+	local status_line
+	exec 3<>/dev/tcp/127.0.0.1/5555
+	printf 'GET /flower/healthcheck HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+	read -r -t 3 status_line <&3
+	case "$status_line" in
+		"HTTP/1."?" 200"*) echo "flower answers" ;;
+		*) echo "flower answered: ${status_line:-nothing}" >&2; exit 1 ;;
+	esac
+}
+
 case "${1:-worker}" in
 	worker) worker_health ;;
 	beat) beat_health ;;
-	*) echo "usage: docker-healthcheck [worker|beat]" >&2; exit 64 ;;
+	flower) flower_health ;;
+	*) echo "usage: docker-healthcheck [worker|beat|flower]" >&2; exit 64 ;;
 esac

@@ -2,6 +2,7 @@
 # Backups of the prod stack (docs/backups.md), run by make:
 #   scripts/backup.sh backup          take a verified backup now       (make backup)
 #   scripts/backup.sh list            list backups and their state     (make backups)
+#   scripts/backup.sh offsite-check   read every off-site copy back    (make offsite-check)
 #   scripts/backup.sh restore NAME    restore NAME: checks it first, stops web/worker/beat,
 #                                     restores in one transaction, starts them again (make restore)
 # Env: PROD_ENV, PROD_PROJECT (see scripts/prod-lib.sh).
@@ -22,6 +23,12 @@ cmd_backup() {
 }
 
 cmd_list() { backup_run list-backups; }
+
+cmd_offsite_check() {
+	say "reading back every off-site copy in full (restic check --read-data)"
+	backup_run offsite-check
+	say "every off-site copy is intact"
+}
 
 restart_writers() {
 	say "starting ${WRITERS[*]} again"
@@ -48,8 +55,9 @@ main() {
 	case "${1:-}" in
 		backup) cmd_backup ;;
 		list) cmd_list ;;
+		offsite-check) cmd_offsite_check ;;
 		restore) shift; cmd_restore "$@" ;;
-		*) die "usage: $0 backup | list | restore NAME" ;;
+		*) die "usage: $0 backup | list | offsite-check | restore NAME" ;;
 	esac
 }
 

@@ -260,7 +260,10 @@ offsite_setup() {
 		[[ "${!setting}" =~ ^[0-9]+$ ]] || { log "$setting=${!setting}: use a whole number"; return 1; }
 	done
 	export RESTIC_REPOSITORY="$OFFSITE_REPOSITORY" RESTIC_PASSWORD="$OFFSITE_PASSWORD"
-	export RESTIC_CACHE_DIR="$BACKUP_DIR/.restic-cache"
+	# Its cache and its temporary files (packs of up to 16 MiB each before upload, check's cache)
+	# on the backups volume, not the small /tmp tmpfs.
+	export RESTIC_CACHE_DIR="$BACKUP_DIR/.restic-cache" TMPDIR="$BACKUP_DIR/.restic-tmp"
+	mkdir -p "$TMPDIR" || return 1
 	# S3-compatible storage: restic reads the AWS_* names.
 	[ -z "${OFFSITE_S3_ACCESS_KEY_ID:-}" ] || export AWS_ACCESS_KEY_ID="$OFFSITE_S3_ACCESS_KEY_ID"
 	[ -z "${OFFSITE_S3_SECRET_ACCESS_KEY:-}" ] || export AWS_SECRET_ACCESS_KEY="$OFFSITE_S3_SECRET_ACCESS_KEY"

@@ -95,7 +95,7 @@ def offsite(stack):
         Path(stack.env_file).write_text(original, encoding="utf-8")
         stack.compose(
             "run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "backup", "-c",
-            "rm -rf /backups/.offsite-* /backups/.restic-cache",
+            "rm -rf /backups/.offsite-* /backups/.restic-cache /backups/.restic-tmp",
         )  # fmt: skip
         stack.compose("up", "-d", "--no-deps", "--wait", "backup", timeout=300)
         docker("rm", "-fv", server, check=False)

@@ -59,7 +59,7 @@ prod-down: ## Stop the prod stack (volumes are kept)
 	$(PROD_COMPOSE) down --remove-orphans
 
 ## Backups, deploys and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/tls.md)
-.PHONY: backup backups offsite-check restore deploy rollback certs-selfsigned
+.PHONY: backup backups offsite-check offsite-fetch restore deploy rollback certs-selfsigned
 backup: ## Take a verified backup now (database + media) into the backups volume, and its off-site copy if set up
 	@$(SETUP)
 	@scripts/backup.sh backup
@@ -71,6 +71,10 @@ backups: ## List the backups, newest first, with their state and the last off-si
 offsite-check: ## Read back every off-site copy in full (restic check --read-data); fails on missing or corrupt data
 	@$(SETUP)
 	@scripts/backup.sh offsite-check
+
+offsite-fetch: ## Bring backup FILE=NAME back from the off-site repository into the backups volume (then make restore)
+	@$(SETUP)
+	@scripts/backup.sh offsite-fetch "$(FILE)"
 
 restore: ## Restore backup FILE=NAME: stops web/worker/beat, restores in one transaction, restarts them
 	@$(SETUP)

@@ -3,6 +3,7 @@
 #   scripts/backup.sh backup          take a verified backup now       (make backup)
 #   scripts/backup.sh list            list backups and their state     (make backups)
 #   scripts/backup.sh offsite-check   read every off-site copy back    (make offsite-check)
+#   scripts/backup.sh offsite-fetch NAME   bring NAME back from off-site (make offsite-fetch)
 #   scripts/backup.sh restore NAME    restore NAME: checks it first, stops web/worker/beat,
 #                                     restores in one transaction, starts them again (make restore)
 # Env: PROD_ENV, PROD_PROJECT (see scripts/prod-lib.sh).
@@ -36,6 +37,13 @@ restart_writers() {
 	wait_service_healthy 180 "${WRITERS[@]}"
 }
 
+cmd_offsite_fetch() {
+	local name=${1:-}
+	[ -n "$name" ] || die "name the backup: make offsite-fetch FILE=backup-YYYYmmddTHHMMSSZ (make backups names the last copy)"
+	backup_run offsite-fetch "$name" >/dev/null
+	say "$name is back in the backups volume; restore it with: make restore FILE=$name"
+}
+
 cmd_restore() {
 	local name=${1:-} start=$SECONDS
 	[ -n "$name" ] || die "name the backup: make restore FILE=backup-YYYYmmddTHHMMSSZ (list them with make backups)"
@@ -56,8 +64,9 @@ main() {
 		backup) cmd_backup ;;
 		list) cmd_list ;;
 		offsite-check) cmd_offsite_check ;;
+		offsite-fetch) shift; cmd_offsite_fetch "$@" ;;
 		restore) shift; cmd_restore "$@" ;;
-		*) die "usage: $0 backup | list | offsite-check | restore NAME" ;;
+		*) die "usage: $0 backup | list | offsite-check | offsite-fetch NAME | restore NAME" ;;
 	esac
 }
 

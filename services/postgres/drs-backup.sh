@@ -13,6 +13,7 @@
 #   offsite-check       read back every off-site copy in full (restic check --read-data); exit 1
 #                       and unhealthy when anything there is missing or corrupt
 #   offsite-snapshots   list the copies in the off-site repository
+#   offsite-fetch NAME  bring backup NAME back from the off-site repository (then: restore NAME)
 #
 # Off-site copies (OFFSITE_REPOSITORY set): every verified backup folder is also sent, as it is, to
 # a restic repository (encrypted client-side with OFFSITE_PASSWORD), read back and compared with its
@@ -379,6 +380,35 @@ cmd_offsite_check() {
 	fi
 }
 
+# Brings backup NAME back from the off-site repository into BACKUP_DIR (a lost VM, or a local
+# backup rotated away) and checks it against its SHA256SUMS; `restore NAME` then restores it.
+cmd_offsite_fetch() {
+	local name=${1:-} snapshot tmp
+	name=${name%/}
+	name=${name##*/}
+	[[ "$name" =~ ^backup-[0-9]{8}T[0-9]{6}Z$ ]] \
+		|| die "usage: offsite-fetch backup-YYYYmmddTHHMMSSZ   (names from offsite-snapshots)"
+	require_dir
+	require_offsite
+	take_lock
+	[ ! -e "$BACKUP_DIR/$name" ] || die "$name is already in $BACKUP_DIR; restore it with: restore $name"
+	snapshot=$(restic_run snapshots --json --tag "drs-backup,$name" </dev/null \
+		| grep -o '"id":"[0-9a-f]*"' | tail -n1 | cut -d'"' -f4) \
+		|| die "cannot list the copies in $(offsite_where) (see above)"
+	[ -n "$snapshot" ] || die "no off-site copy of $name in $(offsite_where) (list them with offsite-snapshots)"
+	tmp="$BACKUP_DIR/.tmp-$name"
+	rm -rf "$tmp"
+	log "off-site: fetching $name (snapshot ${snapshot:0:8}) from $(offsite_where)"
+	if ! restic_run restore "$snapshot:$BACKUP_DIR/$name" --target "$tmp" </dev/null >&2 \
+		|| ! (cd "$tmp" && sha256sum --quiet -c SHA256SUMS) >&2; then
+		rm -rf "$tmp"
+		die "could not fetch $name intact from $(offsite_where) (see above); nothing was kept"
+	fi
+	mv "$tmp" "$BACKUP_DIR/$name"
+	log "off-site: fetched $name, checksums match; restore it with: restore $name"
+	printf '%s\n' "$name"
+}
+
 cmd_offsite_snapshots() {
 	require_offsite
 	restic_run snapshots --tag drs-backup </dev/null
@@ -661,7 +691,8 @@ main() {
 		backup-healthcheck) cmd_healthcheck "$@" ;;
 		offsite-check) cmd_offsite_check "$@" ;;
 		offsite-snapshots) cmd_offsite_snapshots "$@" ;;
-		*) die "run me as backup, list-backups, restore, rotate-backups, backup-scheduler, backup-healthcheck, offsite-check or offsite-snapshots" ;;
+		offsite-fetch) cmd_offsite_fetch "$@" ;;
+		*) die "run me as backup, list-backups, restore, rotate-backups, backup-scheduler, backup-healthcheck, offsite-check, offsite-snapshots or offsite-fetch" ;;
 	esac
 }
 

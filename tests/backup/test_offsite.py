@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_backup import make
+from test_backup import backup_names, make, remove_backup
 
 from conftest import ROOT
 
@@ -124,6 +124,12 @@ def test_backups_reach_the_offsite_server_encrypted_and_are_listed(stack, offsit
         ["docker", "exec", stack.container_ids("backup")[0], "backup-healthcheck"],
         capture_output=True, text=True, check=False,
     ).returncode == 0  # fmt: skip
+    # Gone here (as on a new VM): fetched back from the server, checked, listed again.
+    remove_backup(stack, name)
+    assert name not in backup_names(stack)
+    fetched = make(stack, "offsite-fetch", f"FILE={name}")
+    assert "checksums match" in fetched.stderr, fetched.stderr
+    assert name in backup_names(stack)
 
 
 def test_a_failed_copy_is_loud_and_the_next_good_one_clears_it(stack, offsite):

@@ -59,6 +59,24 @@ def test_a_verified_backup_is_copied_read_back_and_restorable_from_the_repositor
     assert backup not in snapshots, snapshots
 
 
+def test_a_backup_gone_here_is_fetched_back_and_restored(containers, postgres_image):
+    """The local copy lost (a new VM, or rotated away): offsite-fetch brings it back, checked
+    against its SHA256SUMS, and restore restores it."""
+    name = with_data(containers, postgres_image)
+    backup = backup_with_offsite(name).stdout.strip()
+    sh(name, f"rm -rf /backups/{backup} && psql -X -q -d app -c 'DELETE FROM t WHERE id > 10' "
+             "&& rm /srv/media/exports/a.csv")  # fmt: skip
+    fetched = sh(name, f"{OFFSITE} offsite-fetch {backup}")
+    assert fetched.stdout.strip() == backup, fetched.stderr
+    assert "checksums match" in fetched.stderr, fetched.stderr
+    sh(name, f"restore {backup}")
+    assert sh(name, "psql -X -tA -d app -c 'SELECT count(*) FROM t'").stdout.strip() == "300"
+    assert sh(name, "cat /srv/media/exports/a.csv").stdout.strip() == "hello"
+    unknown = sh(name, f"{OFFSITE} offsite-fetch backup-19990101T000000Z", check=False)
+    assert unknown.returncode == 1
+    assert "no off-site copy of backup-19990101T000000Z" in unknown.stderr, unknown.stderr
+
+
 def test_a_failed_copy_is_loud_and_keeps_the_local_backup(containers, postgres_image):
     name = with_data(containers, postgres_image)
     first = backup_with_offsite(name).stdout.strip()

@@ -393,7 +393,7 @@ cmd_offsite_fetch() {
 	take_lock
 	[ ! -e "$BACKUP_DIR/$name" ] || die "$name is already in $BACKUP_DIR; restore it with: restore $name"
 	snapshot=$(restic_run snapshots --json --tag "drs-backup,$name" </dev/null \
-		| grep -o '"id":"[0-9a-f]*"' | tail -n1 | cut -d'"' -f4) \
+		| { grep -o '"id":"[0-9a-f]*"' || true; } | tail -n1 | cut -d'"' -f4) \
 		|| die "cannot list the copies in $(offsite_where) (see above)"
 	[ -n "$snapshot" ] || die "no off-site copy of $name in $(offsite_where) (list them with offsite-snapshots)"
 	tmp="$BACKUP_DIR/.tmp-$name"

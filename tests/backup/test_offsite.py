@@ -15,11 +15,11 @@ from test_backup import backup_names, make, remove_backup
 from conftest import ROOT
 
 SFTP_CONTEXT = Path(ROOT, "tests", "backup", "sftp")
-REPOSITORY = "/home/backup/drs-repo"
+REPOSITORY = "/home/drs/drs-repo"
 # A key pair made on the server: the public half authorised, the private one printed (base64).
 NEW_CLIENT_KEY = (
     "ssh-keygen -q -t ed25519 -N '' -C drs-test -f /tmp/id "
-    "&& cat /tmp/id.pub >> /home/backup/.ssh/authorized_keys "
+    "&& cat /tmp/id.pub >> /home/drs/.ssh/authorized_keys "
     "&& base64 -w0 /tmp/id && rm /tmp/id /tmp/id.pub"
 )
 # 64 random bytes written over the middle of the repository's largest pack file (size unchanged).
@@ -85,7 +85,7 @@ def offsite(stack):
         key = server_sh(server, NEW_CLIENT_KEY).stdout
         host_key = server_sh(server, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
         set_env(stack.env_file, {
-            "OFFSITE_REPOSITORY": f"sftp:backup@offsite:{REPOSITORY}",
+            "OFFSITE_REPOSITORY": f"sftp:drs@offsite:{REPOSITORY}",
             "OFFSITE_SSH_KEY": key.strip(),
             "OFFSITE_SSH_KNOWN_HOSTS": f"offsite {host_key[0]} {host_key[1]}",
         })  # fmt: skip
@@ -112,7 +112,7 @@ def test_backups_reach_the_offsite_server_encrypted_and_are_listed(stack, offsit
     assert server_sh(offsite, f"find {REPOSITORY}/data -type f | wc -l").stdout.strip() != "0"
     listing = make(stack, "backups").stdout
     assert f"off-site: last good copy {name}" in listing, listing
-    assert "sftp:backup@offsite:" in listing, listing
+    assert "sftp:drs@offsite:" in listing, listing
     copies = stack.compose("run", "--rm", "--no-deps", "-T", "backup", "offsite-snapshots")
     assert name in copies, copies
     # Encrypted client-side: without the key (here a wrong one) nothing can be read.

@@ -63,14 +63,22 @@ prod-down: ## Stop the prod stack (volumes are kept)
 	$(PROD_COMPOSE) $(ALL_PROFILES) down --remove-orphans
 
 ## Backups, deploys and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/tls.md)
-.PHONY: backup backups restore deploy rollback certs-selfsigned
-backup: ## Take a verified backup now (database + media) into the backups volume
+.PHONY: backup backups offsite-check offsite-fetch restore deploy rollback certs-selfsigned
+backup: ## Take a verified backup now (database + media) into the backups volume, and its off-site copy if set up
 	@$(SETUP)
 	@scripts/backup.sh backup
 
-backups: ## List the backups, newest first, with their state (fails if the last backup run failed)
+backups: ## List the backups, newest first, with their state and the last off-site copy (fails if a run failed)
 	@$(SETUP)
 	@scripts/backup.sh list
+
+offsite-check: ## Read back every off-site copy in full (restic check --read-data); fails on missing or corrupt data
+	@$(SETUP)
+	@scripts/backup.sh offsite-check
+
+offsite-fetch: ## Bring backup FILE=NAME back from the off-site repository into the backups volume (then make restore)
+	@$(SETUP)
+	@scripts/backup.sh offsite-fetch "$(FILE)"
 
 restore: ## Restore backup FILE=NAME: stops web/worker/beat, restores in one transaction, restarts them
 	@$(SETUP)
@@ -173,7 +181,7 @@ test-faults: ## Kill/restart worker, Postgres, Redis, web, beat, the whole stack
 test-tls: ## TLS of the prod stack: HTTPS with the generated CA, HTTP redirect, ACME webroot, no TLS 1.1
 	@scripts/test.sh tls
 
-test-backup: ## Backup, verification, restore (checksums identical), truncated backup refused, rotation
+test-backup: ## Backup, verification, restore (checksums identical), truncated backup refused, rotation, off-site copies to an SFTP server
 	@scripts/test.sh backup
 
 test-deploy: ## make deploy under a read/write request loop with zero failures, exports finish, make rollback

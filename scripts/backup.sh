@@ -2,6 +2,8 @@
 # Backups of the prod stack (docs/backups.md), run by make:
 #   scripts/backup.sh backup          take a verified backup now       (make backup)
 #   scripts/backup.sh list            list backups and their state     (make backups)
+#   scripts/backup.sh offsite-check   read every off-site copy back    (make offsite-check)
+#   scripts/backup.sh offsite-fetch NAME   bring NAME back from off-site (make offsite-fetch)
 #   scripts/backup.sh restore NAME    restore NAME: checks it first, stops web/worker/beat,
 #                                     restores in one transaction, starts them again (make restore)
 # Env: PROD_ENV, PROD_PROJECT (see scripts/prod-lib.sh).
@@ -23,10 +25,23 @@ cmd_backup() {
 
 cmd_list() { backup_run list-backups; }
 
+cmd_offsite_check() {
+	say "reading back every off-site copy in full (restic check --read-data)"
+	backup_run offsite-check
+	say "every off-site copy is intact"
+}
+
 restart_writers() {
 	say "starting ${WRITERS[*]} again"
 	prod_compose start "${WRITERS[@]}"
 	wait_service_healthy 180 "${WRITERS[@]}"
+}
+
+cmd_offsite_fetch() {
+	local name=${1:-}
+	[ -n "$name" ] || die "name the backup: make offsite-fetch FILE=backup-YYYYmmddTHHMMSSZ (make backups names the last copy)"
+	backup_run offsite-fetch "$name" >/dev/null
+	say "$name is back in the backups volume; restore it with: make restore FILE=$name"
 }
 
 cmd_restore() {
@@ -48,8 +63,10 @@ main() {
 	case "${1:-}" in
 		backup) cmd_backup ;;
 		list) cmd_list ;;
+		offsite-check) cmd_offsite_check ;;
+		offsite-fetch) shift; cmd_offsite_fetch "$@" ;;
 		restore) shift; cmd_restore "$@" ;;
-		*) die "usage: $0 backup | list | restore NAME" ;;
+		*) die "usage: $0 backup | list | offsite-check | offsite-fetch NAME | restore NAME" ;;
 	esac
 }
 

@@ -19,8 +19,11 @@ sed -e "s/^DJANGO_SECRET_KEY=.*/DJANGO_SECRET_KEY=$(random_hex 32)/" \
 	-e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$(random_hex 24)/" \
 	-e "s/^REDIS_PASSWORD=.*/REDIS_PASSWORD=$(random_hex 24)/" \
 	-e "s/^FLOWER_PASSWORD=.*/FLOWER_PASSWORD=$(random_hex 24)/" \
+	-e "s/^OFFSITE_PASSWORD=.*/OFFSITE_PASSWORD=$(random_hex 32)/" \
 	"$example" >"$target.tmp"
 mv "$target.tmp" "$target"
 chmod 600 "$target"
 echo "prod-env: wrote $target (mode 600) with new random secrets."
 echo "prod-env: review DJANGO_ALLOWED_HOSTS, NGINX_SERVER_NAME, DJANGO_CSRF_TRUSTED_ORIGINS and HTTP_BIND before 'make prod-up'."
+echo "prod-env: for off-site backups set OFFSITE_REPOSITORY (docs/backups.md), and keep a copy of OFFSITE_PASSWORD"
+echo "prod-env: off this machine: without it the off-site backups cannot be read."

@@ -7,7 +7,18 @@
 #   rotate-backups      keep BACKUP_KEEP_DAILY daily and BACKUP_KEEP_WEEKLY weekly backups, remove the rest
 #   backup-scheduler    loop: a backup every BACKUP_INTERVAL, then rotate (the compose `backup` service)
 #   backup-healthcheck  healthy unless the last backup run failed or the next backup is overdue by
-#                       more than BACKUP_HEALTH_GRACE (a hung scheduler is not healthy)
+#                       more than BACKUP_HEALTH_GRACE (a hung scheduler is not healthy); with an
+#                       off-site repository, also unless the last off-site copy or check failed or
+#                       the next copy is overdue the same way
+#   offsite-check       read back every off-site copy in full (restic check --read-data); exit 1
+#                       and unhealthy when anything there is missing or corrupt
+#   offsite-snapshots   list the copies in the off-site repository
+#   offsite-fetch NAME  bring backup NAME back from the off-site repository (then: restore NAME)
+#
+# Off-site copies (OFFSITE_REPOSITORY set): every verified backup folder is also sent, as it is, to
+# a restic repository (encrypted client-side with OFFSITE_PASSWORD), read back and compared with its
+# SHA256SUMS, and the repository is thinned to OFFSITE_KEEP_DAILY/WEEKLY/MONTHLY copies. A copy that
+# fails makes `backup` exit 1 (the local backup is kept) and the health check fail.
 #
 # A backup is a folder BACKUP_DIR/backup-YYYYmmddTHHMMSSZ holding db.dump (pg_dump -Fc), globals.sql
 # (pg_dumpall --globals-only), media.tar.gz, rows.txt (row counts taken in the dump's own snapshot)
@@ -28,6 +39,16 @@ BACKUP_KEEP_WEEKLY="${BACKUP_KEEP_WEEKLY:-4}"
 STATUS_FILE="$BACKUP_DIR/.last-run"
 LOCK_FILE="$BACKUP_DIR/.lock"
 SCHEDULER_FILE="$BACKUP_DIR/.scheduler-started"
+OFFSITE_REPOSITORY="${OFFSITE_REPOSITORY:-}"
+OFFSITE_KEEP_DAILY="${OFFSITE_KEEP_DAILY:-7}"
+OFFSITE_KEEP_WEEKLY="${OFFSITE_KEEP_WEEKLY:-4}"
+OFFSITE_KEEP_MONTHLY="${OFFSITE_KEEP_MONTHLY:-12}"
+OFFSITE_VERIFY="${OFFSITE_VERIFY:-1}"
+# The last off-site copy attempt (ok|failed NAME TIME DETAIL), the last good one (NAME SNAPSHOT
+# TIME), and the last full check (ok|failed TIME DETAIL).
+OFFSITE_STATUS_FILE="$BACKUP_DIR/.offsite-last-run"
+OFFSITE_OK_FILE="$BACKUP_DIR/.offsite-last-ok"
+OFFSITE_CHECK_FILE="$BACKUP_DIR/.offsite-last-check"
 export PGUSER="${PGUSER:-${POSTGRES_USER:-postgres}}"
 export PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-$PGUSER}}"
 if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
@@ -146,6 +167,13 @@ verify_backup() { # verify_backup DIR   (returns non-zero when the backup does n
 
 total_rows() { awk '{n += $2} END {print n + 0}' "$1/rows.txt"; }
 
+# The UTC time a backup started, from its name: backup_time backup-20250312T030000Z prints
+# "2025-03-12 03:00:00" (for date -d and restic --time).
+backup_time() {
+	local ts=${1#backup-}
+	printf '%s\n' "${ts:0:4}-${ts:4:2}-${ts:6:2} ${ts:9:2}:${ts:11:2}:${ts:13:2}"
+}
+
 # What a killed run left behind (SIGKILL, OOM, a lost container): its temporary folder and its
 # verification database. Called with the lock held, so no other run is writing them.
 remove_leftovers() {
@@ -198,7 +226,216 @@ cmd_backup() {
 	mv "$tmp" "$BACKUP_DIR/$name"
 	write_status ok "$name" "$(du -sh "$BACKUP_DIR/$name" | cut -f1)"
 	log "backup $name done in $(($(date +%s) - start))s ($(du -sh "$BACKUP_DIR/$name" | cut -f1), $(total_rows "$BACKUP_DIR/$name") rows)"
+	if offsite_enabled && ! offsite_send "$name"; then
+		die "OFF-SITE COPY FAILED: $name is verified and kept in $BACKUP_DIR, but its off-site copy failed (see above)"
+	fi
 	printf '%s\n' "$name"
+}
+
+# ---- off-site copies (restic; docs/backups.md, "Off-site copies") ----------------------------
+
+offsite_enabled() { [ -n "$OFFSITE_REPOSITORY" ]; }
+
+now_utc() { date -u '+%Y-%m-%dT%H:%M:%SZ'; }
+
+write_line() { # write_line FILE TEXT...: replaces FILE's content atomically
+	local file=$1
+	shift
+	printf '%s\n' "$*" >"$file.tmp"
+	mv -f "$file.tmp" "$file"
+}
+
+# The repository as logs may show it: without a user:password@ part (rest: URLs may carry one).
+offsite_where() { printf '%s\n' "$OFFSITE_REPOSITORY" | sed -E 's#//[^/@]+@#//***@#'; }
+
+# restic's settings from OFFSITE_*; for an sftp: repository, an ssh configuration in a private
+# folder under /tmp with the key and the server's known host key from the environment (no
+# prompt, no trust on first use).
+offsite_setup() {
+	local setting
+	if [ -z "${OFFSITE_PASSWORD:-}" ]; then
+		log "OFFSITE_REPOSITORY is set but OFFSITE_PASSWORD is empty: set the repository's key in the env file"
+		return 1
+	fi
+	for setting in OFFSITE_KEEP_DAILY OFFSITE_KEEP_WEEKLY OFFSITE_KEEP_MONTHLY; do
+		[[ "${!setting}" =~ ^[0-9]+$ ]] || { log "$setting=${!setting}: use a whole number"; return 1; }
+	done
+	export RESTIC_REPOSITORY="$OFFSITE_REPOSITORY" RESTIC_PASSWORD="$OFFSITE_PASSWORD"
+	# Its cache and its temporary files (packs of up to 16 MiB each before upload, check's cache)
+	# on the backups volume, not the small /tmp tmpfs.
+	export RESTIC_CACHE_DIR="$BACKUP_DIR/.restic-cache" TMPDIR="$BACKUP_DIR/.restic-tmp"
+	mkdir -p "$TMPDIR" || return 1
+	# S3-compatible storage: restic reads the AWS_* names.
+	[ -z "${OFFSITE_S3_ACCESS_KEY_ID:-}" ] || export AWS_ACCESS_KEY_ID="$OFFSITE_S3_ACCESS_KEY_ID"
+	[ -z "${OFFSITE_S3_SECRET_ACCESS_KEY:-}" ] || export AWS_SECRET_ACCESS_KEY="$OFFSITE_S3_SECRET_ACCESS_KEY"
+	[ -z "${OFFSITE_S3_REGION:-}" ] || export AWS_DEFAULT_REGION="$OFFSITE_S3_REGION"
+	RESTIC_OPTS=()
+	case "$OFFSITE_REPOSITORY" in
+		sftp:*) offsite_ssh_config || return 1 ;;
+	esac
+}
+
+offsite_ssh_config() {
+	local dir
+	if [ -z "${OFFSITE_SSH_KEY:-}" ] || [ -z "${OFFSITE_SSH_KNOWN_HOSTS:-}" ]; then
+		log "an sftp: repository needs OFFSITE_SSH_KEY (the private key, base64) and OFFSITE_SSH_KNOWN_HOSTS (the server's known_hosts line)"
+		return 1
+	fi
+	dir=$(mktemp -d /tmp/offsite-ssh.XXXXXX) || return 1
+	# shellcheck disable=SC2064 # expand now: this very folder
+	trap "rm -rf '$dir'" EXIT
+	printf '%s' "$OFFSITE_SSH_KEY" | base64 -d >"$dir/key" 2>/dev/null \
+		|| { log "OFFSITE_SSH_KEY is not base64 (write it with: base64 -w0 KEYFILE)"; return 1; }
+	printf '%s\n' "$OFFSITE_SSH_KNOWN_HOSTS" >"$dir/known_hosts"
+	printf '%s\n' "IdentityFile $dir/key" "IdentitiesOnly yes" "UserKnownHostsFile $dir/known_hosts" \
+		"GlobalKnownHostsFile /dev/null" "StrictHostKeyChecking yes" "BatchMode yes" \
+		"ConnectTimeout 20" "ServerAliveInterval 15" "ServerAliveCountMax 4" >"$dir/config"
+	RESTIC_OPTS=(-o "sftp.args=-F $dir/config")
+}
+
+restic_run() { restic "${RESTIC_OPTS[@]}" "$@"; }
+
+# Opens the repository, creating it on first use (restic exits 10 when there is none).
+offsite_open() {
+	local status=0 err
+	err=$(restic_run cat config 2>&1 >/dev/null) || status=$?
+	case "$status" in
+		0) ;;
+		10)
+			log "off-site: no repository at $(offsite_where) yet; creating it (encrypted with OFFSITE_PASSWORD)"
+			restic_run init >&2 || return 1
+			;;
+		*)
+			printf '%s\n' "$err" >&2
+			log "off-site: cannot open the repository at $(offsite_where) (restic exit status $status)"
+			return 1
+			;;
+	esac
+}
+
+# Sends backup NAME, dated with its own time, then reads every file back from the new snapshot
+# and compares it with SHA256SUMS; prints the snapshot's id.
+offsite_copy() { # offsite_copy NAME
+	local name=$1 snapshot sum file got
+	log "off-site: copying $name to $(offsite_where)"
+	snapshot=$(restic_run backup --json --host drs --tag drs-backup --tag "$name" \
+		--time "$(backup_time "$name")" "$BACKUP_DIR/$name" </dev/null \
+		| sed -n 's/.*"message_type":"summary".*"snapshot_id":"\([0-9a-f]*\)".*/\1/p') || return 1
+	[ -n "$snapshot" ] || { log "off-site: restic reported no snapshot for $name"; return 1; }
+	if [ "$OFFSITE_VERIFY" = 1 ]; then
+		while read -r -u 3 sum file; do
+			got=$(restic_run dump "$snapshot" "$BACKUP_DIR/$name/$file" </dev/null | sha256sum) \
+				|| { log "off-site: could not read $file back from snapshot $snapshot"; return 1; }
+			[ "${got%% *}" = "$sum" ] \
+				|| { log "off-site: $file read back from snapshot $snapshot differs from the verified backup"; return 1; }
+		done 3<"$BACKUP_DIR/$name/SHA256SUMS"
+		log "off-site: read $name back from snapshot $snapshot: every checksum matches"
+	fi
+	printf '%s\n' "$snapshot"
+}
+
+# Keeps OFFSITE_KEEP_DAILY/WEEKLY/MONTHLY copies (restic forget --prune over all of them),
+# then checks the repository's structure (every pack the index names is there).
+offsite_thin() {
+	restic_run forget --tag drs-backup --group-by host --keep-daily "$OFFSITE_KEEP_DAILY" \
+		--keep-weekly "$OFFSITE_KEEP_WEEKLY" --keep-monthly "$OFFSITE_KEEP_MONTHLY" --prune </dev/null >&2 \
+		|| { log "off-site: restic forget --prune failed"; return 1; }
+	restic_run check </dev/null >&2 || { log "off-site: restic check found errors"; return 1; }
+}
+
+offsite_status() { write_line "$OFFSITE_STATUS_FILE" "$1 $2 $(now_utc) $3"; }
+
+offsite_send() { # offsite_send NAME: the copy of a verified backup; records the outcome
+	local name=$1 start=$SECONDS snapshot
+	if ! offsite_setup || ! offsite_open || ! snapshot=$(offsite_copy "$name"); then
+		offsite_status failed "$name" "the copy failed"
+		return 1
+	fi
+	write_line "$OFFSITE_OK_FILE" "$name $snapshot $(now_utc)"
+	if ! offsite_thin; then
+		offsite_status failed "$name" "copied as snapshot $snapshot, but thinning or checking the repository failed"
+		return 1
+	fi
+	offsite_status ok "$name" "snapshot $snapshot"
+	log "off-site: $name copied as snapshot $snapshot in $((SECONDS - start))s"
+}
+
+require_offsite() {
+	offsite_enabled || die "no off-site repository: set OFFSITE_REPOSITORY (docs/backups.md, \"Off-site copies\")"
+	offsite_setup || die "the off-site settings are incomplete (see above)"
+}
+
+# Reads every copy back in full: a missing or corrupt pack fails it, loudly, until a check passes.
+cmd_offsite_check() {
+	require_dir
+	require_offsite
+	take_lock
+	log "off-site: reading back every copy in $(offsite_where) (restic check --read-data)"
+	if restic_run check --read-data </dev/null >&2; then
+		write_line "$OFFSITE_CHECK_FILE" "ok $(now_utc) every copy read back"
+		log "off-site: check passed"
+	else
+		write_line "$OFFSITE_CHECK_FILE" "failed $(now_utc) restic check --read-data found missing or corrupt data"
+		die "OFF-SITE CHECK FAILED: the repository at $(offsite_where) has missing or corrupt data (see above)"
+	fi
+}
+
+# Brings backup NAME back from the off-site repository into BACKUP_DIR (a lost VM, or a local
+# backup rotated away) and checks it against its SHA256SUMS; `restore NAME` then restores it.
+cmd_offsite_fetch() {
+	local name=${1:-} snapshot tmp
+	name=${name%/}
+	name=${name##*/}
+	[[ "$name" =~ ^backup-[0-9]{8}T[0-9]{6}Z$ ]] \
+		|| die "usage: offsite-fetch backup-YYYYmmddTHHMMSSZ   (names from offsite-snapshots)"
+	require_dir
+	require_offsite
+	take_lock
+	[ ! -e "$BACKUP_DIR/$name" ] || die "$name is already in $BACKUP_DIR; restore it with: restore $name"
+	snapshot=$(restic_run snapshots --json --tag "drs-backup,$name" </dev/null \
+		| { grep -o '"id":"[0-9a-f]*"' || true; } | tail -n1 | cut -d'"' -f4) \
+		|| die "cannot list the copies in $(offsite_where) (see above)"
+	[ -n "$snapshot" ] || die "no off-site copy of $name in $(offsite_where) (list them with offsite-snapshots)"
+	tmp="$BACKUP_DIR/.tmp-$name"
+	rm -rf "$tmp"
+	log "off-site: fetching $name (snapshot ${snapshot:0:8}) from $(offsite_where)"
+	if ! restic_run restore "$snapshot:$BACKUP_DIR/$name" --target "$tmp" </dev/null >&2 \
+		|| ! (cd "$tmp" && sha256sum --quiet -c SHA256SUMS) >&2; then
+		rm -rf "$tmp"
+		die "could not fetch $name intact from $(offsite_where) (see above); nothing was kept"
+	fi
+	mv "$tmp" "$BACKUP_DIR/$name"
+	log "off-site: fetched $name, checksums match; restore it with: restore $name"
+	printf '%s\n' "$name"
+}
+
+cmd_offsite_snapshots() {
+	require_offsite
+	restic_run snapshots --tag drs-backup </dev/null
+}
+
+# The off-site part of list-backups: the last good copy, and what failed; exit 1 on a failure.
+offsite_report() {
+	local state='' ok=0 name snapshot when
+	if [ -s "$OFFSITE_OK_FILE" ]; then
+		read -r name snapshot when _ <"$OFFSITE_OK_FILE"
+		printf 'off-site: last good copy %s (snapshot %s) at %s in %s\n' "$name" "$snapshot" "$when" "$(offsite_where)"
+	else
+		printf 'off-site: no copy yet in %s\n' "$(offsite_where)"
+	fi
+	[ ! -s "$OFFSITE_STATUS_FILE" ] || read -r state _ <"$OFFSITE_STATUS_FILE"
+	if [ "$state" = failed ]; then
+		printf 'LAST OFF-SITE COPY FAILED: %s\n' "$(cat "$OFFSITE_STATUS_FILE")"
+		ok=1
+	fi
+	state=''
+	[ ! -s "$OFFSITE_CHECK_FILE" ] || read -r state _ <"$OFFSITE_CHECK_FILE"
+	case "$state" in
+		failed) printf 'LAST OFF-SITE CHECK FAILED: %s\n' "$(cat "$OFFSITE_CHECK_FILE")"; ok=1 ;;
+		ok) printf 'off-site: last full check %s\n' "$(cat "$OFFSITE_CHECK_FILE")" ;;
+		*) printf 'off-site: no full check yet (make offsite-check)\n' ;;
+	esac
+	return "$ok"
 }
 
 # Good backups, newest first.
@@ -218,16 +455,22 @@ cmd_list() {
 			"$(total_rows "$BACKUP_DIR/$name" 2>/dev/null || echo '?')" "$state"
 	done < <(find "$BACKUP_DIR" -mindepth 1 -maxdepth 1 -type d \( -name 'backup-*' -o -name 'failed-backup-*' \) \
 		-printf '%f\n' | awk '{print substr($0, length($0) - 15) " " $0}' | sort -r | cut -d' ' -f2)
+	local status=0
 	if [ -s "$STATUS_FILE" ]; then
 		read -r state name _ <"$STATUS_FILE"
 		if [ "$state" != ok ]; then
 			printf 'LAST BACKUP RUN FAILED: %s\n' "$(cat "$STATUS_FILE")"
-			return 1
+			status=1
+		else
+			printf 'last run: %s\n' "$(cat "$STATUS_FILE")"
 		fi
-		printf 'last run: %s\n' "$(cat "$STATUS_FILE")"
 	else
 		printf 'last run: none yet\n'
 	fi
+	if offsite_enabled; then
+		offsite_report || status=1
+	fi
+	return "$status"
 }
 
 # Refuses anything that is not a complete, intact, readable backup (nothing is touched yet).
@@ -341,13 +584,15 @@ interval_seconds() { # interval_seconds VALUE [NAME]: 90, 90s, 30m, 6h, 1d in se
 
 # Seconds until the next backup is due: interval after the newest good backup (0 if none).
 seconds_until_due() {
-	local newest ts due
-	# After a failed run (also one before a restart) the next backup is due now.
+	local newest due state=''
+	# After a failed run (also one before a restart) the next backup is due now; so after a failed
+	# off-site copy (a new backup is taken and copied).
 	[ "$(last_state)" != failed ] || { echo 0; return; }
+	! offsite_enabled || [ ! -s "$OFFSITE_STATUS_FILE" ] || read -r state _ <"$OFFSITE_STATUS_FILE"
+	[ "$state" != failed ] || { echo 0; return; }
 	newest=$(backup_names | head -n1)
 	[ -n "$newest" ] || { echo 0; return; }
-	ts=${newest#backup-}
-	due=$(($(date -u -d "${ts:0:4}-${ts:4:2}-${ts:6:2} ${ts:9:2}:${ts:11:2}:${ts:13:2}" +%s) + $1))
+	due=$(($(date -u -d "$(backup_time "$newest")" +%s) + $1))
 	echo $((due > $(date +%s) ? due - $(date +%s) : 0))
 }
 
@@ -358,6 +603,11 @@ cmd_scheduler() {
 	require_dir
 	date +%s >"$SCHEDULER_FILE"
 	log "scheduler: a backup every $BACKUP_INTERVAL, keeping $BACKUP_KEEP_DAILY daily and $BACKUP_KEEP_WEEKLY weekly"
+	if offsite_enabled; then
+		log "scheduler: each backup also copied to $(offsite_where), keeping $OFFSITE_KEEP_DAILY daily, $OFFSITE_KEEP_WEEKLY weekly and $OFFSITE_KEEP_MONTHLY monthly there"
+	else
+		log "scheduler: no off-site repository (OFFSITE_REPOSITORY is empty): backups stay on this machine only"
+	fi
 	trap 'log "scheduler: stopping"; exit 0' TERM INT
 	while :; do
 		wait=$(seconds_until_due "$every")
@@ -379,11 +629,10 @@ cmd_scheduler() {
 
 # Start time (epoch seconds) of the newest good backup, else of the scheduler; empty when neither.
 last_success_or_start() {
-	local newest ts
+	local newest
 	newest=$(backup_names | head -n1)
 	if [ -n "$newest" ]; then
-		ts=${newest#backup-}
-		date -u -d "${ts:0:4}-${ts:4:2}-${ts:6:2} ${ts:9:2}:${ts:11:2}:${ts:13:2}" +%s
+		date -u -d "$(backup_time "$newest")" +%s
 	elif [ -s "$SCHEDULER_FILE" ]; then
 		cat "$SCHEDULER_FILE"
 	fi
@@ -397,6 +646,7 @@ cmd_healthcheck() {
 	every=$(interval_seconds "$BACKUP_INTERVAL")
 	grace=$(interval_seconds "$BACKUP_HEALTH_GRACE" BACKUP_HEALTH_GRACE)
 	[ "$(last_state)" != failed ] || { cat "$STATUS_FILE"; exit 1; }
+	! offsite_enabled || offsite_healthcheck "$every" "$grace"
 	since=$(last_success_or_start)
 	[ -n "$since" ] || return 0
 	overdue=$(($(date +%s) - since - every))
@@ -404,6 +654,29 @@ cmd_healthcheck() {
 		printf 'no backup succeeded for %ss: the one due after %s is %ss late (BACKUP_INTERVAL=%s, BACKUP_HEALTH_GRACE=%s)\n' \
 			"$(($(date +%s) - since))" "$(backup_names | head -n1 | grep . || echo 'the scheduler start')" \
 			"$overdue" "$BACKUP_INTERVAL" "$BACKUP_HEALTH_GRACE"
+		exit 1
+	fi
+}
+
+# Unhealthy when the last off-site copy or full check failed, or when no copy succeeded for
+# BACKUP_INTERVAL + BACKUP_HEALTH_GRACE since the backup last copied (or the scheduler's start,
+# if later: a repository set up since).
+offsite_healthcheck() { # offsite_healthcheck EVERY GRACE (seconds)
+	local state='' name='' since=0 started=0 overdue
+	[ ! -s "$OFFSITE_STATUS_FILE" ] || read -r state _ <"$OFFSITE_STATUS_FILE"
+	[ "$state" != failed ] || { printf 'OFF-SITE COPY FAILED: %s\n' "$(cat "$OFFSITE_STATUS_FILE")"; exit 1; }
+	state=''
+	[ ! -s "$OFFSITE_CHECK_FILE" ] || read -r state _ <"$OFFSITE_CHECK_FILE"
+	[ "$state" != failed ] || { printf 'OFF-SITE CHECK FAILED: %s\n' "$(cat "$OFFSITE_CHECK_FILE")"; exit 1; }
+	[ ! -s "$OFFSITE_OK_FILE" ] || read -r name _ <"$OFFSITE_OK_FILE"
+	[ -z "$name" ] || since=$(date -u -d "$(backup_time "$name")" +%s)
+	[ ! -s "$SCHEDULER_FILE" ] || started=$(cat "$SCHEDULER_FILE")
+	[ "$started" -le "$since" ] || since=$started
+	[ "$since" -gt 0 ] || return 0
+	overdue=$(($(date +%s) - since - $1))
+	if [ "$overdue" -gt "$2" ]; then
+		printf 'no off-site copy succeeded for %ss (last: %s; BACKUP_INTERVAL=%s, BACKUP_HEALTH_GRACE=%s)\n' \
+			"$(($(date +%s) - since))" "${name:-none}" "$BACKUP_INTERVAL" "$BACKUP_HEALTH_GRACE"
 		exit 1
 	fi
 }
@@ -416,7 +689,10 @@ main() {
 		rotate-backups) cmd_rotate "$@" ;;
 		backup-scheduler) cmd_scheduler "$@" ;;
 		backup-healthcheck) cmd_healthcheck "$@" ;;
-		*) die "run me as backup, list-backups, restore, rotate-backups, backup-scheduler or backup-healthcheck" ;;
+		offsite-check) cmd_offsite_check "$@" ;;
+		offsite-snapshots) cmd_offsite_snapshots "$@" ;;
+		offsite-fetch) cmd_offsite_fetch "$@" ;;
+		*) die "run me as backup, list-backups, restore, rotate-backups, backup-scheduler, backup-healthcheck, offsite-check, offsite-snapshots or offsite-fetch" ;;
 	esac
 }
 

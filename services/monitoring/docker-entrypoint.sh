@@ -95,7 +95,8 @@ main() {
 			;;
 		postgres-exporter)
 			shift
-			exec prometheus-postgres-exporter --web.listen-address=:9187 "$@"
+			# postmaster: its start time (the ContainerRestarting alert); off by default.
+			exec prometheus-postgres-exporter --web.listen-address=:9187 --collector.postmaster "$@"
 			;;
 		redis-exporter)
 			shift

@@ -96,7 +96,8 @@ def test_every_target_is_up(stack):
         'node_filesystem_avail_bytes{mountpoint="/volumes/postgres-data"}',
         "probe_ssl_earliest_cert_expiry", "drs_backup_last_run_ok", "drs_backup_interval_seconds",
         "drs_celery_queue_length", 'process_start_time_seconds{job="web"}',
-        "pg_postmaster_start_time_seconds", "redis_start_time_seconds", "nginx_connections_accepted",
+        "pg_postmaster_start_time_seconds", "redis_start_time_seconds",
+        "nginx_connections_accepted",
     ]:  # fmt: skip
         got = values(stack, expr)
         assert got, f"no series for {expr}"

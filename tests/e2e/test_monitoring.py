@@ -124,9 +124,7 @@ def test_task_metrics_count_a_finished_export(stack, make_user):
     key = 'drs_celery_tasks_total{state="SUCCESS",task="apps.exports.tasks.run_export"}'
     before = app_metrics(stack, "worker").get(key, 0)
     export = user.post("/api/exports/", json={"format": "csv"}).json()
-    eventually(
-        lambda: user.get(f"/api/exports/{export['id']}/").json()["status"] == "done", 90, "export"
-    )
+    eventually(lambda: export_status(user, export["id"]) == "done", 90, "export")
     after = eventually(
         lambda: (m := app_metrics(stack, "worker")).get(key, 0) > before and m, 30, "task counted"
     )
@@ -207,6 +205,12 @@ def test_a_stopped_worker_with_exports_queued_fires_queue_backlog(stack, make_us
         stack.wait_healthy("worker", timeout=120)
     for export_id in ids:
         eventually(
-            lambda e=export_id: user.get(f"/api/exports/{e}/").json()["status"] == "done",
+            lambda e=export_id: export_status(user, e) == "done",
             60, f"export {export_id} done after the worker's return",
         )  # fmt: skip
+
+
+def export_status(user, export_id: str) -> str:
+    """The export's status, or the HTTP status and body of an answer that is not 200."""
+    r = user.get(f"/api/exports/{export_id}/")
+    return r.json()["status"] if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"

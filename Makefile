@@ -20,7 +20,7 @@ SETUP        = scripts/docker-setup.sh
 CHECK        = scripts/docker-setup.sh check
 # Every opt-in profile, so that stopping a stack stops them too, whichever are switched on now
 # (COMPOSE_PROFILES, in the shell or the env file, switches them on: docs/configuration.md).
-ALL_PROFILES = --profile proxy --profile flower
+ALL_PROFILES = --profile proxy --profile flower --profile monitoring
 
 .PHONY: help
 help: ## Show this help (the default target)
@@ -61,6 +61,14 @@ prod-up: ## Build and start the hardened prod stack behind nginx; waits until he
 prod-down: ## Stop the prod stack (volumes are kept)
 	@$(SETUP)
 	$(PROD_COMPOSE) $(ALL_PROFILES) down --remove-orphans
+
+## Monitoring (COMPOSE_PROFILES=monitoring; docs/observability.md)
+.PHONY: monitoring-ui
+monitoring-ui: ## Prometheus and Alertmanager UIs on the server's 127.0.0.1:9090 and :9093, for an SSH tunnel (prod)
+	@$(CHECK)
+	scripts/compose.sh -f compose/monitoring-ui.yml prod up -d --no-deps prometheus alertmanager
+	@echo "Prometheus: http://127.0.0.1:$${PROMETHEUS_UI_PORT:-9090}/  Alertmanager: http://127.0.0.1:$${ALERTMANAGER_UI_PORT:-9093}/"
+	@echo "from your machine: ssh -L 9090:127.0.0.1:9090 -L 9093:127.0.0.1:9093 SERVER; closed again by make prod-up or make deploy"
 
 ## Backups, deploys and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/tls.md)
 .PHONY: backup backups offsite-check offsite-fetch restore deploy rollback certs-selfsigned

@@ -1,9 +1,10 @@
 """The benchmark harness behind `make bench` (run through scripts/bench.sh as `python -m bench`).
 
 Brings up the prod stack under its own compose project, seeds a fixed dataset, and measures
-with wrk (in a container on the stack's own network) each scenario for three set-ups of the
+with wrk (in a container on the stack's own network) each scenario for the set-ups of the
 web service on the same app, data and machine: (A) `manage.py runserver`, (B) gunicorn with
-bare defaults and CONN_MAX_AGE=0, (O) ours. Set-ups alternate and repeat (rounds; the median
+bare defaults and CONN_MAX_AGE=0, (O) ours, and (M) ours with the app's metrics off (S3
+only). Set-ups alternate and repeat (rounds; the median
 is reported), each from fresh web and nginx containers after TIME_WAIT sockets have drained.
 Also measures image sizes, idle RAM, time to healthy, worker throughput and build times. Writes
 the run to <out>/{latest.json,latest.md,rps.png,p99.png} (overwritten: the history of the
@@ -13,7 +14,7 @@ Modules, one job each:
     config      settings from the environment (BENCH_*)
     console     progress lines, errors, running commands
     stack       the bench stack: the one docker compose invocation, its env file, readiness
-    scenarios   the set-ups (A, B, O) and scenarios (S1-S7), and running them round by round
+    scenarios   the set-ups (A, B, O, M) and scenarios (S1-S7), and running them round by round
     load        wrk runs and the TIME_WAIT drain between them
     data        the seeded dataset
     resources   image sizes, idle RAM, the machine

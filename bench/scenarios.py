@@ -1,5 +1,6 @@
-"""What is measured: the web service's set-ups (A, B, O) and the scenarios (S1-S7), and running
-every scenario of one set-up on fresh web and nginx containers."""
+"""What is measured: the web service's set-ups (A, B, O, and M: ours with the app's metrics off)
+and the scenarios (S1-S7), and running every scenario of one set-up on fresh web and nginx
+containers."""
 
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ SETUPS = {
         "what": "ours: gunicorn config/gunicorn.conf.py (gthread, WEB_CONCURRENCY x GUNICORN_THREADS), "
         "CONN_MAX_AGE=60",
     },
+    # The price of the app's Prometheus metrics (on in O, the default): O with DJANGO_METRICS=0.
+    "M": {
+        "label": "M ours, metrics off",
+        "command": "gunicorn",
+        "conn_max_age": "60",
+        "metrics": "0",
+        "what": "ours with the app's metrics off (DJANGO_METRICS=0): S3 only, beside O's S3",
+    },
 }
 
 # name: (description, target, wrk mode, path). target "nginx", "direct" (gunicorn's port).
@@ -57,7 +66,9 @@ SCENARIOS = {
 TARGETS = {"nginx": "http://nginx:8080", "direct": "http://web:8000"}
 # S1 does not touch the web service: measured with set-up O only.
 NGINX_ONLY = {"S1"}
-SETUP_ORDER = [s for s in os.environ.get("BENCH_SETUPS", "A,B,O").split(",") if s]
+# Set-up M measures only these (the metrics' cost on the main API scenario).
+METRICS_OFF_SCENARIOS = {"S3"}
+SETUP_ORDER = [s for s in os.environ.get("BENCH_SETUPS", "A,B,O,M").split(",") if s]
 SCENARIO_ORDER = [s for s in os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s]
 
 
@@ -69,7 +80,11 @@ def unknown_names() -> list[str]:
 def start_setup(stack: Stack, key: str) -> dict:
     """Fresh web and nginx containers running set-up `key`; returns its URLs."""
     setup = SETUPS[key]
-    stack.setup_env = {"BENCH_WEB_COMMAND": setup["command"], "BENCH_CONN_MAX_AGE": setup["conn_max_age"]}
+    stack.setup_env = {
+        "BENCH_WEB_COMMAND": setup["command"],
+        "BENCH_CONN_MAX_AGE": setup["conn_max_age"],
+        "BENCH_METRICS": setup.get("metrics", "1"),
+    }
     stack.compose("up", "-d", "--no-deps", "--force-recreate", "web")
     direct = f"http://{stack.port('web', 8000)}"
     wait_http(direct + "/healthz", "web")
@@ -105,6 +120,8 @@ def run_setup(stack: Stack, key: str, data: dict, results: list, round_no: int) 
     wrk(stack, TARGETS["nginx"], "list", "/api/posts/", CONNECTIONS[0], WARMUP, data)
     for name in SCENARIO_ORDER:
         if name in NGINX_ONLY and key != "O":
+            continue
+        if key == "M" and name not in METRICS_OFF_SCENARIOS:
             continue
         _, target, mode, path = SCENARIOS[name]
         if name == "S1":

@@ -43,7 +43,7 @@ class Stack:
 
     def __init__(self, env_file: Path):
         self.env_file = env_file
-        self.setup_env = {"BENCH_WEB_COMMAND": "gunicorn", "BENCH_CONN_MAX_AGE": "60"}
+        self.setup_env = {"BENCH_WEB_COMMAND": "gunicorn", "BENCH_CONN_MAX_AGE": "60", "BENCH_METRICS": "1"}
 
     def compose(
         self,

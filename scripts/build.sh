@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds every image: the prod set (web, worker, postgres, redis, nginx) and the dev set
-# (web-dev, worker-dev), tagged DRS_TAG (default latest). Compose orders the builds by
-# depends_on (worker and nginx are built FROM the web image).
+# Builds every image: the prod set (web, worker, postgres, redis, nginx, and the monitoring
+# profile's drs/monitoring) and the dev set (web-dev, worker-dev), tagged DRS_TAG (default
+# latest). Compose orders the builds by depends_on (worker and nginx are built FROM the web image).
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DRS_TAG="${DRS_TAG:-latest}"
@@ -16,7 +16,8 @@ compose() { # compose STACK ARGS...
 
 start=$(date +%s)
 echo "build: prod images (tag $DRS_TAG)"
-compose prod build "$@"
+# Every profile's images too (monitoring: drs/monitoring).
+compose prod --profile monitoring build "$@"
 echo "build: dev images"
 compose dev build web worker
 echo "build: done in $(( $(date +%s) - start ))s"

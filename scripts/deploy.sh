@@ -5,7 +5,8 @@
 #                                nginx sees it, and in nginx before the old one stops), the worker
 #                                the same way (warm shutdown: running tasks finish), beat, nginx
 #                                when its image changed (new connections held, not refused), the
-#                                backup service, and flower when its profile is on
+#                                backup service, and flower and the monitoring services when
+#                                their profiles are on
 #   scripts/deploy.sh rollback   the same rolling replacement back to the previous tag (no build,
 #                                no migration: migrations must be expand/contract, see the docs)
 # Tags: the git commit (`git rev-parse --short HEAD`, plus -dirty-<time> for uncommitted trees;
@@ -398,6 +399,14 @@ switch_to() { # switch_to TAG: the rolling part shared by deploy and rollback
 	# Flower, when its profile is on (COMPOSE_PROFILES=flower): one container, a gap is fine.
 	if prod_compose config --services | grep -qx flower; then
 		recreate "$tag" flower
+	fi
+	# The monitoring profile, when it is on (COMPOSE_PROFILES=monitoring): all at once; a gap in
+	# scraping is fine (Prometheus and Alertmanager keep their data on their volumes).
+	local monitoring
+	monitoring=$(prod_compose config --services | grep -xE 'prometheus|alertmanager|[a-z]+-exporter' || true)
+	if [ -n "$monitoring" ]; then
+		# shellcheck disable=SC2086 # one service name per word
+		recreate "$tag" $monitoring
 	fi
 	maybe_replace_nginx "$tag"
 	say "recreating backup ($tag)"

@@ -128,9 +128,24 @@ stage_lint() {
 	check "docs list every Make target and variable, and name nothing that does not exist" hook docs-check
 	check "developer-path scripts use bash 3.2 and BSD tools only" hook portability
 	check "GitHub workflow valid against GitHub's schema (check-jsonschema)" hook workflow
+	check "monitoring configs valid (promtool check config, amtool check-config, blackbox)" \
+		docker run --rm --network none "drs/monitoring:$DRS_TAG" check-config
+	check "promtool test rules: every alert has a test, and they pass" monitoring_rules_tested
 	check "OpenAPI schema without warnings" docker run --rm --network none -e DJANGO_DEBUG=1 "$dev" \
 		python manage.py spectacular --fail-on-warn --validate --file /dev/null
 	stage_status lint 0
+}
+
+# Every alert of the shipped rules is named by a test of services/monitoring/tests, and the tests
+# pass (promtool test rules, in the monitoring image).
+monitoring_rules_tested() {
+	local dir=services/monitoring alert missing=''
+	while IFS= read -r alert; do
+		grep -q "alertname: $alert\$" "$dir/tests/"*.test.yml || missing+=" $alert"
+	done < <(sed -n 's/^ *- alert: *//p' "$dir/prometheus/rules/"*.yml)
+	[ -z "$missing" ] || { echo "alerts without a test:$missing"; return 1; }
+	docker run --rm --network none -v "$ROOT/$dir:/monitoring:ro" "drs/monitoring:$DRS_TAG" \
+		promtool test rules /monitoring/tests/alerts.test.yml
 }
 
 stage_images() {
@@ -190,9 +205,9 @@ stage_stack() {
 		printf 'EMAIL_URL=%s\n' "smtp://errors-sink:8025"
 		printf 'DJANGO_ADMINS=%s\n' "E2E Ops <ops@example.test>"
 		printf 'DJANGO_ERROR_TEST_VIEWS=1\n'
-		# Flower's opt-in profile (tests/e2e/test_flower.py); the hardening suite checks its
-		# container as every other.
-		printf 'COMPOSE_PROFILES=flower\n'
+		# The opt-in profiles: Flower (tests/e2e/test_flower.py) and monitoring
+		# (tests/e2e/test_monitoring.py); the hardening suite checks their containers as every other.
+		printf 'COMPOSE_PROFILES=flower,monitoring\n'
 	} >>"$env_file"
 	STACK_COMPOSE=(scripts/compose.sh --project "$project" --env-file "$env_file" prod)
 	trap stack_teardown RETURN

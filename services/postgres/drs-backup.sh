@@ -39,6 +39,7 @@ BACKUP_KEEP_WEEKLY="${BACKUP_KEEP_WEEKLY:-4}"
 STATUS_FILE="$BACKUP_DIR/.last-run"
 LOCK_FILE="$BACKUP_DIR/.lock"
 SCHEDULER_FILE="$BACKUP_DIR/.scheduler-started"
+METRICS_DIR="$BACKUP_DIR/.metrics"
 OFFSITE_REPOSITORY="${OFFSITE_REPOSITORY:-}"
 OFFSITE_KEEP_DAILY="${OFFSITE_KEEP_DAILY:-7}"
 OFFSITE_KEEP_WEEKLY="${OFFSITE_KEEP_WEEKLY:-4}"
@@ -92,6 +93,31 @@ last_state() {
 write_status() { # write_status ok|failed NAME DETAIL
 	printf '%s %s %s %s\n' "$1" "$2" "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$3" >"$STATUS_FILE.tmp"
 	mv -f "$STATUS_FILE.tmp" "$STATUS_FILE"
+	write_metrics || log "could not write $METRICS_DIR/backup.prom (metrics only; the backup is unaffected)"
+}
+
+# The state as Prometheus metrics, for the monitoring profile's node exporter (its textfile
+# collector; docs/observability.md): the last good backup's time, whether the last run
+# succeeded, the interval. Readable by all (folder 0755, file 0644): the exporter runs as another
+# uid and can read nothing else in this volume. Written by every run and at the scheduler's start.
+write_metrics() {
+	local newest last_ok=1 tmp="$METRICS_DIR/.backup.prom.tmp"
+	mkdir -p "$METRICS_DIR" && chmod 0755 "$METRICS_DIR" || return 1
+	[ "$(last_state)" != failed ] || last_ok=0
+	newest=$(backup_names | head -n1)
+	{
+		printf '# HELP %s %s\n# TYPE %s gauge\n%s %s\n' drs_backup_last_run_ok \
+			'1 if the last backup run succeeded, 0 if it failed.' drs_backup_last_run_ok drs_backup_last_run_ok "$last_ok"
+		printf '# HELP %s %s\n# TYPE %s gauge\n%s %s\n' drs_backup_interval_seconds \
+			'BACKUP_INTERVAL in seconds.' drs_backup_interval_seconds drs_backup_interval_seconds \
+			"$(interval_seconds "$BACKUP_INTERVAL")"
+		if [ -n "$newest" ]; then
+			printf '# HELP %s %s\n# TYPE %s gauge\n%s %s\n' drs_backup_last_success_timestamp_seconds \
+				'When the newest verified backup was taken (epoch seconds).' \
+				drs_backup_last_success_timestamp_seconds drs_backup_last_success_timestamp_seconds \
+				"$(date -u -d "$(backup_time "$newest")" +%s)"
+		fi
+	} >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$METRICS_DIR/backup.prom"
 }
 
 # pg_dump in a snapshot held open by a psql coprocess, so that the row counts recorded beside the
@@ -602,6 +628,7 @@ cmd_scheduler() {
 	interval_seconds "$BACKUP_HEALTH_GRACE" BACKUP_HEALTH_GRACE >/dev/null
 	require_dir
 	date +%s >"$SCHEDULER_FILE"
+	write_metrics || log "could not write $METRICS_DIR/backup.prom (metrics only)"
 	log "scheduler: a backup every $BACKUP_INTERVAL, keeping $BACKUP_KEEP_DAILY daily and $BACKUP_KEEP_WEEKLY weekly"
 	if offsite_enabled; then
 		log "scheduler: each backup also copied to $(offsite_where), keeping $OFFSITE_KEEP_DAILY daily, $OFFSITE_KEEP_WEEKLY weekly and $OFFSITE_KEEP_MONTHLY monthly there"

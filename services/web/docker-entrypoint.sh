@@ -19,6 +19,17 @@ web_require_env() {
 	fi
 }
 
+# prometheus-client's multiprocess mode (apps/core/metrics.py): every process of gunicorn writes
+# its samples to files here; emptied at start, as files of an earlier run's processes would be
+# counted again. On /tmp, a tmpfs in production. Nothing with DJANGO_METRICS=0.
+web_metrics_dir() {
+	case "${DJANGO_METRICS:-1}" in 0 | false | no | off) return ;; esac
+	export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-metrics}"
+	rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+	mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+	chmod 0700 "$PROMETHEUS_MULTIPROC_DIR"
+}
+
 web_migrate() {
 	if python manage.py migrate --check >/dev/null 2>&1; then
 		log "migrations: nothing to apply"
@@ -41,6 +52,7 @@ main() {
 		gunicorn)
 			shift || true
 			web_require_env
+			web_metrics_dir
 			exec gunicorn --config config/gunicorn.conf.py config.wsgi:application "$@"
 			;;
 		runserver)

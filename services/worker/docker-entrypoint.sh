@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Entrypoint of the worker image.
-#   worker      Celery worker: acks late, requeue when a worker is lost, prefetch 1,
+#   worker      Celery worker (metrics on DJANGO_METRICS_PORT unless DJANGO_METRICS=0): acks late, requeue when a worker is lost, prefetch 1,
 #               --max-tasks-per-child bounded (CELERY_MAX_TASKS_PER_CHILD, default 200),
 #               concurrency CELERY_CONCURRENCY (default 2)
 #   beat        Celery beat (run exactly one); schedule file CELERY_BEAT_SCHEDULE_FILENAME
@@ -13,6 +13,16 @@
 set -Eeuo pipefail
 
 log() { printf '[worker] %s\n' "$*" >&2; }
+
+# prometheus-client's multiprocess mode for the worker's pool processes (apps/core/metrics.py;
+# the same as web-entrypoint.sh's): emptied at start, on /tmp. Nothing with DJANGO_METRICS=0.
+worker_metrics_dir() {
+	case "${DJANGO_METRICS:-1}" in 0 | false | no | off) return ;; esac
+	export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-metrics}"
+	rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+	mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+	chmod 0700 "$PROMETHEUS_MULTIPROC_DIR"
+}
 
 worker_cmd() {
 	printf '%s\n' celery -A config worker \
@@ -61,13 +71,13 @@ flower_auth() {
 main() {
 	local -a cmd
 	case "${1:-worker}" in
-		worker) mapfile -t cmd < <(worker_cmd); shift || true; exec "${cmd[@]}" "$@" ;;
+		worker) worker_metrics_dir; mapfile -t cmd < <(worker_cmd); shift || true; exec "${cmd[@]}" "$@" ;;
 		beat) mapfile -t cmd < <(beat_cmd); shift; exec "${cmd[@]}" "$@" ;;
 		flower) flower_auth; mapfile -t cmd < <(flower_cmd); shift; exec "${cmd[@]}" "$@" ;;
 		watch)
 			shift
 			case "${1:-worker}" in
-				worker) mapfile -t cmd < <(worker_cmd) ;;
+				worker) worker_metrics_dir; mapfile -t cmd < <(worker_cmd) ;;
 				beat) mapfile -t cmd < <(beat_cmd) ;;
 				*) log "error: watch takes 'worker' or 'beat', not '$1'"; exit 64 ;;
 			esac

@@ -24,6 +24,15 @@ NEEDS = {
     "backup": {"POSTGRES_PASSWORD"},
     # Its own basic auth, and the broker (the test stack runs the opt-in profile).
     "flower": {"FLOWER_PASSWORD", "REDIS_PASSWORD"},
+    # The monitoring profile (also on in the test stack; docs/observability.md): the two
+    # exporters log in to what they watch; the rest holds nothing.
+    "prometheus": set(),
+    "alertmanager": set(),
+    "node-exporter": set(),
+    "nginx-exporter": set(),
+    "blackbox-exporter": set(),
+    "postgres-exporter": {"POSTGRES_PASSWORD"},
+    "redis-exporter": {"REDIS_PASSWORD"},
     "migrate": DJANGO,
     "web": DJANGO,
     "worker": DJANGO,

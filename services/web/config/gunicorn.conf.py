@@ -18,7 +18,13 @@ def _bool(name: str, default: bool) -> bool:
 
 
 wsgi_app = "config.wsgi:application"
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+bind = [os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")]
+# The app's metrics (DJANGO_METRICS, on by default): a second listener, on the stack's networks
+# only; a request that arrives there gets /metrics or 404 (apps.core.middleware.MetricsMiddleware).
+# nginx proxies to the first one only.
+METRICS = _bool("DJANGO_METRICS", True)
+if METRICS:
+    bind.append(f"0.0.0.0:{_int('DJANGO_METRICS_PORT', 8001)}")
 workers = _int("WEB_CONCURRENCY", 2)
 threads = _int("GUNICORN_THREADS", 4)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
@@ -49,3 +55,12 @@ def post_worker_init(worker):
     short-lived objects; docs/benchmarks.md)."""
     gc.freeze()
     gc.set_threshold(_int("GUNICORN_GC_THRESHOLD", 20_000), 20, 20)
+
+
+def child_exit(server, worker):
+    """A worker gone (recycled or crashed): prometheus-client drops its live gauges' files; its
+    counters stay counted (multiprocess mode, docs/observability.md)."""
+    if METRICS and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -342,6 +342,17 @@ BENCH_VIEWS = env.bool("DJANGO_BENCH_VIEWS", default=False)
 # the admins' mailbox (tests/e2e/test_error_reporting.py). Off in production.
 ERROR_TEST_VIEWS = env.bool("DJANGO_ERROR_TEST_VIEWS", default=False)
 
+# --- Metrics (Prometheus; docs/observability.md, "Metrics and alerts") ------------------------
+
+# Request and task metrics (apps/core/metrics.py), served on DJANGO_METRICS_PORT inside the
+# stack's networks (gunicorn's second listener; the worker's main process), never through nginx.
+# Off (0): no middleware, no listener, nothing imported (make bench compares both).
+METRICS_ENABLED = env.bool("DJANGO_METRICS", default=True)
+METRICS_PORT = env.int("DJANGO_METRICS_PORT", default=8001)
+if METRICS_ENABLED:
+    # First: it times everything below it, and a scrape skips host checks and the request log.
+    MIDDLEWARE.insert(0, "apps.core.middleware.MetricsMiddleware")
+
 # --- Exports ----------------------------------------------------------------------------------
 
 EXPORT_TTL_DAYS = env.int("EXPORT_TTL_DAYS", default=7)

@@ -5,6 +5,7 @@ import time
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.http import HttpResponseNotFound
 
 from apps.core import health
 from apps.core.context import clean_request_id, request_id_var
@@ -66,6 +67,44 @@ class RequestIdMiddleware:
                 "duration_ms": duration_ms,
             },
         )
+
+
+class MetricsMiddleware:
+    """First in MIDDLEWARE when metrics are on (DJANGO_METRICS): a request that arrived on the
+    metrics port (DJANGO_METRICS_PORT, gunicorn's second listener) gets ``/metrics`` or a 404 and
+    nothing else; every other request is timed and counted (apps/core/metrics.py), health checks
+    aside. nginx proxies to the app's port only, so the metrics port is never reached from
+    outside."""
+
+    def __init__(self, get_response):
+        from apps.core import metrics
+
+        self.get_response = get_response
+        self.metrics = metrics
+        self.port = settings.METRICS_PORT
+
+    def __call__(self, request):
+        if self._on_metrics_port(request):
+            if request.path == "/metrics" and request.method in {"GET", "HEAD"}:
+                return self.metrics.metrics_response()
+            return HttpResponseNotFound(b"not found\n", content_type="text/plain")
+        if request.path in HEALTH_PATHS:
+            return self.get_response(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        self.metrics.request_observe(request, response.status_code, time.perf_counter() - started)
+        return response
+
+    def _on_metrics_port(self, request) -> bool:
+        """gunicorn hands each request its connection (``gunicorn.socket``): the local port says
+        which listener took it. The Host header would not do: a client can write any port there."""
+        sock = request.META.get("gunicorn.socket")
+        if sock is None:
+            return False
+        try:
+            return sock.getsockname()[1] == self.port
+        except OSError:
+            return False
 
 
 class HealthCheckMiddleware:

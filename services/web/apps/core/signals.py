@@ -1,5 +1,8 @@
 """Celery signal handlers: put the task id (and the request id that queued the task) into the
-logging context while a task runs."""
+logging context while a task runs; stamp each message with the time it was sent (the age of the
+oldest waiting task, apps/core/metrics.py)."""
+
+import time
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
 
@@ -15,6 +18,10 @@ def _add_request_id_header(headers=None, **kwargs) -> None:
     request_id = get_request_id()
     if headers is not None and request_id and "request_id" not in headers:
         headers["request_id"] = request_id
+    if headers is not None:
+        # The name apps.core.metrics.SENT_AT_HEADER (not imported: that module is loaded only
+        # when metrics are on, and every publisher stamps its messages either way).
+        headers.setdefault("drs_sent_at", time.time())
 
 
 @task_prerun.connect

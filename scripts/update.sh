@@ -56,7 +56,7 @@ refresh_base() {
 # inventory IMAGE: "deb NAME VERSION" per Debian package, "py NAME VERSION" per package of the
 # app's venv (images that have one), sorted by name. Run in a throwaway container, no network.
 inventory() {
-	docker run --rm --network none --user 0 --entrypoint sh "$1" -c '
+	docker run --rm --network none --entrypoint sh "$1" -c '
 		dpkg-query -W -f "deb \${binary:Package} \${Version}\n"
 		if [ -x /opt/venv/bin/python ]; then
 			/opt/venv/bin/python -c "import importlib.metadata as m, re

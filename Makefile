@@ -70,8 +70,8 @@ monitoring-ui: ## Prometheus and Alertmanager UIs on the server's 127.0.0.1:9090
 	@echo "Prometheus: http://127.0.0.1:$${PROMETHEUS_UI_PORT:-9090}/  Alertmanager: http://127.0.0.1:$${ALERTMANAGER_UI_PORT:-9093}/"
 	@echo "from your machine: ssh -L 9090:127.0.0.1:9090 -L 9093:127.0.0.1:9093 SERVER; closed again by make prod-up or make deploy"
 
-## Backups, deploys and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/tls.md)
-.PHONY: backup backups offsite-check offsite-fetch restore deploy rollback certs-selfsigned
+## Backups, deploys, updates and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/upgrades.md, docs/tls.md)
+.PHONY: backup backups offsite-check offsite-fetch restore deploy rollback update certs-selfsigned
 backup: ## Take a verified backup now (database + media) into the backups volume, and its off-site copy if set up
 	@$(SETUP)
 	@scripts/backup.sh backup
@@ -99,6 +99,10 @@ deploy: ## Zero-downtime deploy: build images tagged with the git commit, migrat
 rollback: ## Go back to the tag deployed before the last `make deploy` (same rolling replacement)
 	@$(SETUP)
 	@scripts/deploy.sh rollback
+
+update: ## Patch day: refresh the base image, rebuild every image with the newest Debian packages, print what changed, deploy (docs/upgrades.md)
+	@$(SETUP)
+	@scripts/update.sh
 
 certs-selfsigned: ## Self-signed CA + certificate for DOMAIN=... (default localhost) into certs/ for trying TLS
 	@scripts/certs-selfsigned.sh "$(or $(DOMAIN),localhost)" "$(or $(CERTS_DIR),certs)"
@@ -137,7 +141,7 @@ psql: ## psql in the running postgres container
 	$(COMPOSE) exec postgres sh -c 'psql -U "$$POSTGRES_USER" "$$POSTGRES_DB"'
 
 ## Building
-.PHONY: build base-image docker-setup lock
+.PHONY: build base-image docker-setup lock outdated
 build: ## Build every image (prod and dev)
 	@$(SETUP)
 	scripts/build.sh
@@ -148,8 +152,11 @@ base-image: ## Build debian:trixie-slim locally with debootstrap (when no regist
 docker-setup: ## Install/start Docker and Compose v2 if missing and make the base image
 	@$(SETUP)
 
-lock: ## Regenerate the hashed lock files from services/web/pyproject.toml and tests/requirements.in
+lock: ## Regenerate the hashed lock files (pyproject.toml, *.in); LOCK_UPGRADE=all or NAME,NAME takes newer releases
 	scripts/lock.sh
+
+outdated: ## List the locked Python packages that have a newer release on PyPI (a report; docs/upgrades.md)
+	@scripts/outdated.py
 
 ## Testing
 .PHONY: lint test test-lint test-images test-django test-dev test-e2e test-tls test-backup test-deploy test-bench test-hardening test-fuzz test-abuse test-faults
@@ -192,7 +199,7 @@ test-tls: ## TLS of the prod stack: HTTPS with the generated CA, HTTP redirect, 
 test-backup: ## Backup, verification, restore (checksums identical), truncated backup refused, rotation, off-site copies to an SFTP server
 	@scripts/test.sh backup
 
-test-deploy: ## make deploy under a read/write request loop with zero failures, exports finish, make rollback
+test-deploy: ## make deploy under a read/write request loop with zero failures, exports finish, make rollback, make update
 	@scripts/test.sh deploy
 
 ## Benchmarks

@@ -17,7 +17,8 @@
 #   --tag TAG         image tag to run or build (DRS_TAG)
 #   -f FILE           one more compose file after the stack's own (repeatable)
 # Image tag: --tag, else for prod and bench the DRS_TAG that `make deploy` recorded in
-# "ENV_FILE.tags", else $DRS_TAG, else latest. Builds get BUILD_CA_BUNDLE (a CA bundle handed
+# "ENV_FILE.tags", else $DRS_TAG, else latest. Prod and bench builds also get the DEBIAN_REFRESH
+# recorded there by `make update` (docs/upgrades.md), unless it is set. Builds get BUILD_CA_BUNDLE (a CA bundle handed
 # to pip as a BuildKit secret; default: the host's bundle if there is one, else none).
 #
 # Why a wrapper rather than COMPOSE_FILE/COMPOSE_PROJECT_NAME in the env files: env files that an
@@ -40,8 +41,8 @@ compose_default_env_file() {
 # compose_tags_file ENV_FILE: where `make deploy` records the tags a prod stack runs.
 compose_tags_file() { printf '%s.tags\n' "$1"; }
 
-# compose_recorded_tag ENV_FILE [KEY]: DRS_TAG (or KEY, e.g. DRS_PREVIOUS_TAG) from the tags
-# file; empty when there is none.
+# compose_recorded_tag ENV_FILE [KEY]: DRS_TAG (or KEY, e.g. DRS_PREVIOUS_TAG, DEBIAN_REFRESH)
+# from the tags file; empty when there is none.
 compose_recorded_tag() {
 	sed -n "s/^${2:-DRS_TAG}=//p" "$(compose_tags_file "$1")" 2>/dev/null | tail -n 1
 }
@@ -106,6 +107,9 @@ compose_main() {
 		prod | bench)
 			export DRS_ENV_FILE="$env_file"
 			export DRS_TAG="${tag:-$(compose_prod_tag "$env_file")}"
+			# The Debian refresh the deployed images were built with (`make update` records it):
+			# later builds reuse those apt layers, never older cached ones.
+			export DEBIAN_REFRESH="${DEBIAN_REFRESH:-$(compose_recorded_tag "$env_file" DEBIAN_REFRESH)}"
 			;;
 		*) [ -z "$tag" ] || export DRS_TAG="$tag" ;;
 	esac

@@ -21,21 +21,6 @@ set -Eeuo pipefail
 HEALTH_TIMEOUT="${DEPLOY_HEALTH_TIMEOUT:-180}"
 IMAGES=(web worker nginx postgres redis)
 
-git_tag() {
-	local tag root
-	root=$(compose_root)
-	tag=$(git -C "$root" rev-parse --short HEAD 2>/dev/null) || die "not a git checkout: set DEPLOY_TAG=..."
-	if [ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-		tag="$tag-dirty-$(date -u +%Y%m%d%H%M%S)"
-	fi
-	printf '%s\n' "$tag"
-}
-
-require_running_stack() {
-	[ -n "$(prod_compose ps -q nginx)" ] && [ -n "$(prod_compose ps -q web)" ] \
-		|| die "the $(prod_project) stack is not running; start it with 'make prod-up' first"
-}
-
 require_images() { # require_images TAG
 	local name
 	for name in "${IMAGES[@]}"; do
@@ -43,11 +28,17 @@ require_images() { # require_images TAG
 	done
 }
 
-record_tags() { # record_tags CURRENT PREVIOUS: read by scripts/compose.sh
-	local file
+# record_tags CURRENT PREVIOUS: read by scripts/compose.sh. DEBIAN_REFRESH (set by make update,
+# else the one recorded) stays recorded: later builds reuse the refreshed apt layers.
+record_tags() {
+	local file refresh
 	file=$(compose_tags_file "$(prod_env_file)")
-	printf '# written by scripts/deploy.sh (make deploy / make rollback)\nDRS_TAG=%s\nDRS_PREVIOUS_TAG=%s\n' "$1" "$2" \
-		>"$file.tmp"
+	refresh=${DEBIAN_REFRESH:-$(compose_recorded_tag "$(prod_env_file)" DEBIAN_REFRESH)}
+	{
+		printf '# written by scripts/deploy.sh (make deploy / make rollback / make update)\n'
+		printf 'DRS_TAG=%s\nDRS_PREVIOUS_TAG=%s\n' "$1" "$2"
+		[ -z "$refresh" ] || printf 'DEBIAN_REFRESH=%s\n' "$refresh"
+	} >"$file.tmp"
 	mv "$file.tmp" "$file"
 }
 
@@ -386,7 +377,7 @@ note_data_services() { # note_data_services TAG
 	local svc
 	for svc in postgres redis; do
 		if [ "$(image_id "drs/$svc:$1")" != "$(running_image_id "$svc")" ]; then
-			say "note: the $svc image changed; it is not restarted by a deploy (plan a short window: docs/deploy-single-vm.md)"
+			say "note: the $svc image changed; it is not restarted by a deploy (plan a short window: docs/upgrades.md)"
 		fi
 	done
 }

@@ -9,11 +9,12 @@
 #   - docs: scripts/docs-check.py
 #   - portability: scripts/portability-check.py (developer-path scripts: bash 3.2, BSD tools)
 #   - workflow: .github/workflows/*.yml against GitHub's workflow schema (check-jsonschema)
+#   - renovate: .github/renovate.json against Renovate's schema (check-jsonschema, vendored)
 #   - shell-scripts, dockerfiles: list the files those linters check
 # Tools: ruff from the dev image drs/web-dev:$DRS_TAG (the project's one ruff version; `make build`
 # makes it); shellcheck, hadolint and check-jsonschema from .cache/venv (tests/requirements.txt;
 # `make test-lint` installs them). Runs with macOS's bash 3.2 and BSD tools.
-# Usage: scripts/lint.sh ruff|ruff-format|shellcheck|hadolint|docs|portability|workflow|shell-scripts|dockerfiles
+# Usage: scripts/lint.sh ruff|ruff-format|shellcheck|hadolint|docs|portability|workflow|renovate|shell-scripts|dockerfiles
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -41,6 +42,8 @@ shell_scripts() {
 dockerfiles() { files '*Dockerfile'; }
 
 workflows() { files '.github/workflows/*.yml' '.github/workflows/*.yaml'; }
+
+renovate_config() { files .github/renovate.json; }
 
 venv_tool() { # venv_tool NAME: the path of a lint tool in .cache/venv
 	[ -x "$VENV/bin/$1" ] || die "$1 is not installed in $VENV: run 'make test-lint' once (it installs the lint tools)"
@@ -74,9 +77,10 @@ main() {
 		docs) scripts/docs-check.py ;;
 		portability) scripts/portability-check.py ;;
 		workflow) with_files workflows check-jsonschema --builtin-schema vendor.github-workflows ;;
+		renovate) with_files renovate_config check-jsonschema --builtin-schema vendor.renovate ;;
 		shell-scripts) shell_scripts ;;
 		dockerfiles) dockerfiles ;;
-		*) die "usage: $0 ruff|ruff-format|shellcheck|hadolint|docs|portability|workflow|shell-scripts|dockerfiles" ;;
+		*) die "usage: $0 ruff|ruff-format|shellcheck|hadolint|docs|portability|workflow|renovate|shell-scripts|dockerfiles" ;;
 	esac
 }
 

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Functions shared by scripts/backup.sh and scripts/deploy.sh (sourced; it sets no variables).
+# Functions shared by scripts/backup.sh, scripts/deploy.sh and scripts/update.sh (sourced; it sets
+# no variables).
 # The prod stack is the one scripts/compose.sh calls `prod`: env file PROD_ENV (default
 # compose/prod.env), project PROD_PROJECT (default drs), both from the environment (the Makefile
 # passes them); its image tag is the one `make deploy` recorded in "$PROD_ENV.tags".
@@ -30,6 +31,22 @@ prod_compose_at() {
 	local tag=$1
 	shift
 	"$(compose_root)/scripts/compose.sh" --tag "$tag" prod "$@"
+}
+
+# git_tag: the checkout's commit (-dirty-<time> when tracked files changed), a release's tag.
+git_tag() {
+	local tag root
+	root=$(compose_root)
+	tag=$(git -C "$root" rev-parse --short HEAD 2>/dev/null) || die "not a git checkout: set DEPLOY_TAG=..."
+	if [ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+		tag="$tag-dirty-$(date -u +%Y%m%d%H%M%S)"
+	fi
+	printf '%s\n' "$tag"
+}
+
+require_running_stack() {
+	[ -n "$(prod_compose ps -q nginx)" ] && [ -n "$(prod_compose ps -q web)" ] \
+		|| die "the $(prod_project) stack is not running; start it with 'make prod-up' first"
 }
 
 health_of() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1"; }

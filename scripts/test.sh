@@ -2,7 +2,8 @@
 # The test runner behind `make test` (and CI). Stages, run in this order by `all`:
 #   lint     the pre-commit hooks, each run through pre-commit (.pre-commit-config.yaml:
 #            ruff check + format, hadolint, every shell script through shellcheck, docs-check,
-#            portability of developer scripts, the GitHub workflow's schema); compose config
+#            portability of developer scripts, the GitHub workflow's and Renovate config's
+#            schemas); compose config
 #            (dev, prod), nginx -t, gunicorn --check-config, the OpenAPI schema
 #   images   contract tests of the postgres and redis images (tests/images)
 #   django   the Django suite inside the web dev image against the stack's Postgres + Redis
@@ -131,6 +132,7 @@ stage_lint() {
 	check "monitoring configs valid (promtool check config, amtool check-config, blackbox)" \
 		docker run --rm --network none "drs/monitoring:$DRS_TAG" check-config
 	check "promtool test rules: every alert has a test, and they pass" monitoring_rules_tested
+	check "Renovate config valid against Renovate's schema (check-jsonschema)" hook renovate
 	check "OpenAPI schema without warnings" docker run --rm --network none -e DJANGO_DEBUG=1 "$dev" \
 		python manage.py spectacular --fail-on-warn --validate --file /dev/null
 	stage_status lint 0

@@ -28,10 +28,12 @@ from conftest import CA_BUNDLE, ROOT
 REQUEST_TIMEOUT = 40
 # `make deploy`: image builds, a verified backup and the rolling replacement (1-4 min here).
 MAKE_TIMEOUT = 900
+# `make update`: every image built again without cached apt layers (5-10 min here), then a deploy.
+UPDATE_TIMEOUT = 2400
 # Each user is one thread; stay under the API's per-user throttle (1000/min by default).
 MIN_SECONDS_PER_REQUEST = 1 / 12
-MAX_REQUESTS_PER_THREAD = 12_000  # the load is bounded in count ...
-MAX_LOAD_SECONDS = MAKE_TIMEOUT + 60  # ... and in time
+MAX_REQUESTS_PER_THREAD = 30_000  # the load is bounded in count (12/s for UPDATE_TIMEOUT) ...
+MAX_LOAD_SECONDS = UPDATE_TIMEOUT + 60  # ... and in time
 MAX_EXPORTS = 60
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -120,9 +122,11 @@ class MakeRun:
         return later[0]
 
 
-def run_make(stack, tree: str, target: str, env: dict, on_line=None) -> MakeRun:
+def run_make(
+    stack, tree: str, target: str, env: dict, on_line=None, timeout: float = MAKE_TIMEOUT
+) -> MakeRun:
     """`make -s TARGET` in tree against the test stack; on_line(line) is called for each line of
-    its output as it comes (e.g. to start something at a given step)."""
+    its output as it comes (e.g. to start something at a given step); killed after timeout."""
     started = time.time()
     proc = subprocess.Popen(
         ["make", "-s", target, f"PROD_PROJECT={stack.project}", f"PROD_ENV={stack.env_file}"],
@@ -130,7 +134,7 @@ def run_make(stack, tree: str, target: str, env: dict, on_line=None) -> MakeRun:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     # Hang guard: the whole process group goes after MAKE_TIMEOUT.
-    guard = threading.Timer(MAKE_TIMEOUT, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    guard = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     guard.start()
     errors: list[str] = []
     reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)

@@ -5,7 +5,9 @@
    a long export runs while its worker is replaced;
 2. release 2 cannot start its web container (health check fails): the deploy fails, the old
    containers keep serving;
-3. `make rollback` goes back across the migration (old code on the new schema).
+3. `make rollback` goes back across the migration (old code on the new schema);
+4. `make update` (docs/upgrades.md): every image rebuilt with its apt layers run again (none from
+   the build cache), what changed printed, deployed; then `make rollback` to the images before.
 
 A bounded read/write load through nginx runs during each. Every request is sent once; the only
 retry is of a request that met a reused idle keep-alive connection closed before any byte of an
@@ -14,6 +16,7 @@ reached nginx. Every title acknowledged with a 201 must be in the database exact
 Disruptive (replaces every app container), so this suite runs late."""
 
 import datetime
+import re
 import shutil
 import subprocess
 import threading
@@ -24,6 +27,9 @@ from pathlib import Path
 
 import pytest
 from deploylib import (
+    ANSI,
+    MAKE_TIMEOUT,
+    UPDATE_TIMEOUT,
     KeepAlive,
     Load,
     MakeRun,
@@ -153,7 +159,11 @@ def running_tags(stack, service: str) -> set[str]:
 
 def assert_runs(stack, current: str, previous: str) -> None:
     """The tags file records CURRENT after PREVIOUS, and every app service runs CURRENT."""
-    assert tags(stack) == {"DRS_TAG": current, "DRS_PREVIOUS_TAG": previous}
+    recorded = tags(stack)
+    assert {k: recorded.get(k) for k in ("DRS_TAG", "DRS_PREVIOUS_TAG")} == {
+        "DRS_TAG": current,
+        "DRS_PREVIOUS_TAG": previous,
+    }
     for service in SERVICES:
         assert running_tags(stack, service) == {current}, service
 
@@ -287,7 +297,9 @@ def save_output(name: str, run: MakeRun) -> None:
         f.write(f"exit {run.returncode}\n{run.stderr}")
 
 
-def run_phase(stack, base_url, users, name, tree, target, env, watcher=None) -> Phase:
+def run_phase(
+    stack, base_url, users, name, tree, target, env, watcher=None, timeout=MAKE_TIMEOUT
+) -> Phase:
     """make TARGET in tree under load; watcher.on_line sees make's output lines as they come."""
     before = snapshot(stack)
     logs = NginxLogs(stack)
@@ -299,7 +311,7 @@ def run_phase(stack, base_url, users, name, tree, target, env, watcher=None) -> 
         on_line = watcher.on_line
     with load:
         time.sleep(3)  # the load is flowing before make starts
-        run = run_make(stack, tree, target, env, on_line)
+        run = run_make(stack, tree, target, env, on_line, timeout)
         time.sleep(3)  # and goes on against what make left running
     entries = logs.collect()
     save_output(name, run)
@@ -592,3 +604,189 @@ def test_rollback_across_the_migration_under_load(stack, releases, rollback):
     assert writes_after, "no write was answered by the old code after the rollback"
     assert_served_everything(stack, phase)
     stack.wait_healthy("nginx")
+
+
+# ---- phase 4: make update (docs/upgrades.md) ----------------------------------------------
+
+REPORTED = ("web", "nginx", "postgres", "redis")  # the images make update lists (worker = web)
+REPORT_LINE = re.compile(r"^ +(\w+): (\d+) Debian packages, (\d+) Python packages changed")
+
+
+def image_packages(image: str) -> dict[str, str]:
+    """Package ("deb:NAME" / "py:NAME") -> version, read from the image here, not by the script."""
+    code = (
+        "import importlib.metadata as m, re\n"
+        "for d in m.distributions():\n"
+        "    print(re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(), d.version)"
+    )
+    deb = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "dpkg-query", image,
+         "-W", "-f", "${binary:Package} ${Version}\n"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    found = {f"deb:{n}": v for n, v in (line.split(" ", 1) for line in deb.splitlines())}
+    py = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
+         f"[ ! -x /opt/venv/bin/python ] || /opt/venv/bin/python -c \"{code}\""],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    found.update({f"py:{n}": v for n, v in (line.split(" ", 1) for line in py.splitlines())})
+    return found
+
+
+def apt_layers_built_at(image: str) -> list[float]:
+    """When each layer of the image that ran `apt-get upgrade` was made (a cached layer keeps
+    the time of the build that made it)."""
+    out = subprocess.run(
+        ["docker", "image", "history", "--no-trunc", "--format", "{{.CreatedAt}}\t{{.CreatedBy}}",
+         image],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [
+        datetime.datetime.fromisoformat(created).timestamp()
+        for created, by in (line.split("\t", 1) for line in out.splitlines())
+        if "apt-get upgrade" in by
+    ]
+
+
+def upgradable(image: str) -> list[str]:
+    """What `apt-get upgrade` would still install in the image now (its package lists fetched
+    again, as root, in a throwaway container)."""
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--user", "0", "--entrypoint", "sh", image, "-c",
+         "apt-get update -qq >/dev/null && apt-get -s upgrade"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line.startswith("Inst ")]
+
+
+@pytest.fixture(scope="module")
+def update(stack, base_url, users):
+    """make update from whatever tag the stack runs (after the rollback: tag0; the phases above
+    need not have passed), under load. UPDATE_BASE=keep: this machine's base image is shared,
+    and is made with debootstrap (minutes); the apt layers run again anyway, and that is what is
+    checked. No backup before migrating (phase 1 covers it)."""
+    (tag0,) = running_tags(stack, "web")
+    tag = f"dt-{RUN}-update"
+    before = {name: image_packages(f"drs/{name}:{tag0}") for name in REPORTED}
+    try:
+        phase = run_phase(
+            stack, base_url, users, "update", ROOT, "update",
+            {"DEPLOY_TAG": tag, "UPDATE_BASE": "keep", "DEPLOY_BACKUP": "0"},
+            timeout=UPDATE_TIMEOUT,
+        )  # fmt: skip
+        state = {
+            "phase": phase,
+            "tag0": tag0,
+            "tag": tag,
+            "tags": tags(stack),
+            "running": {service: running_tags(stack, service) for service in SERVICES},
+            "before": before,
+            "after": {name: image_packages(f"drs/{name}:{tag}") for name in REPORTED},
+            "apt_layers": {name: apt_layers_built_at(f"drs/{name}:{tag}") for name in REPORTED},
+            "upgradable": {name: upgradable(f"drs/{name}:{tag}") for name in REPORTED},
+        }
+        # Back to the images before the update, so that this run's images can go.
+        state["rollback"] = run_make(stack, ROOT, "rollback", {})
+        state["after_rollback"] = tags(stack)
+        yield state
+    finally:
+        subprocess.run(
+            ["docker", "image", "rm", *(f"drs/{name}:{tag}" for name in IMAGES)],
+            capture_output=True, check=False,
+        )  # fmt: skip
+
+
+def test_update_rebuilds_every_apt_layer_and_deploys_under_load(stack, update):
+    """make update: every image's apt layer was made by this run (not taken from the build
+    cache), nothing newer is left to upgrade in it, the new tag serves with 0 failed requests,
+    and the Debian refresh is recorded for later builds."""
+    phase: Phase = update["phase"]
+    run = phase.make
+    record_timing(f"deploy: make update: {phase.figures()}")
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    assert update["running"] == {service: {update["tag"]} for service in SERVICES}
+    recorded = update["tags"]
+    assert recorded["DRS_TAG"] == update["tag"], recorded
+    assert recorded["DRS_PREVIOUS_TAG"] == update["tag0"], recorded
+    assert recorded.get("DEBIAN_REFRESH"), f"no Debian refresh recorded: {recorded}"
+    assert f"DEBIAN_REFRESH={recorded['DEBIAN_REFRESH']}" in run.stdout
+    for name, built in update["apt_layers"].items():
+        assert built, f"drs/{name}:{update['tag']} has no apt-get upgrade layer"
+        # Layer times have whole seconds: made after make started, not cached from before.
+        assert min(built) >= int(run.started), f"{name}: an apt layer came from the build cache"
+    # The load still ran while the deploy step replaced the containers.
+    deployed = run.when("deployed ")
+    swap = phase.load.started_between(run.when("web: starting a new container"), deployed)
+    assert swap, "no request was sent while make update deployed"
+    stale = {name: lines for name, lines in update["upgradable"].items() if lines}
+    assert stale == {}, f"packages still upgradable in the new images: {stale}"
+    assert_served_everything(stack, phase)
+
+
+def test_update_prints_what_changed(update):
+    """The report lists, per image, as many Debian and Python packages as really differ between
+    the images before and after (read from the images here), each as OLD -> NEW."""
+    run = update["phase"].make
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    printed = {
+        m.group(1): (int(m.group(2)), int(m.group(3)))
+        for m in map(REPORT_LINE.match, run.stdout.splitlines())
+        if m
+    }
+    counted = {}
+    for name in REPORTED:
+        before, after = update["before"][name], update["after"][name]
+        differ = [k for k in before.keys() | after.keys() if before.get(k) != after.get(k)]
+        counted[name] = (
+            sum(k.startswith("deb:") for k in differ),
+            sum(k.startswith("py:") for k in differ),
+        )
+        for key in differ:
+            kind, package = key.split(":", 1)
+            old, new = before.get(key, "-"), after.get(key, "-")
+            line = rf"^ +{kind} +{re.escape(package)} +{re.escape(old)} -> {re.escape(new)}$"
+            assert re.search(line, run.stdout, re.MULTILINE), f"{name}: {key} not printed"
+    record_timing(f"deploy: make update reported {printed} (packages changed: Debian, Python)")
+    assert printed == counted
+
+
+def test_update_report_lists_changed_added_and_removed_packages():
+    """The report's comparison itself (scripts/update.sh, sourced), on package lists that
+    differ in every way: a newer version, a package added, one removed, one unchanged."""
+    folder = Path(new_tree())
+    try:
+        for name, lines in {
+            "web.before": ["deb:libc6 2.41-12", "deb:libssl3t64 3.5.1-1", "deb:old 1",
+                           "py:django 5.2.19"],
+            "web.after": ["deb:libc6 2.41-12", "deb:libssl3t64 3.5.4-1", "deb:zz-new 2",
+                          "py:django 5.2.20"],
+        }.items():  # fmt: skip
+            (folder / name).write_text("\n".join(lines) + "\n")
+        for name in REPORTED[1:]:
+            (folder / f"{name}.before").write_text("deb:libc6 2.41-12\n")
+            (folder / f"{name}.after").write_text("deb:libc6 2.41-12\n")
+        out = subprocess.run(
+            ["bash", "-c", f'. scripts/update.sh && report "{folder}"'],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [ANSI.sub("", line).rstrip() for line in out.splitlines()]
+    web = lines.index("  web: 3 Debian packages, 1 Python packages changed (the worker: the same)")
+    assert [line.split() for line in lines[web + 1 : web + 5]] == [
+        ["deb", "libssl3t64", "3.5.1-1", "->", "3.5.4-1"],
+        ["deb", "old", "1", "->", "-"],
+        ["deb", "zz-new", "-", "->", "2"],
+        ["py", "django", "5.2.19", "->", "5.2.20"],
+    ]
+    assert "  nginx: 0 Debian packages, 0 Python packages changed" in lines
+
+
+def test_rollback_after_update_returns_to_the_images_before(stack, update):
+    run = update["rollback"]
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    assert update["after_rollback"]["DRS_TAG"] == update["tag0"]
+    for service in SERVICES:
+        assert running_tags(stack, service) == {update["tag0"]}, service

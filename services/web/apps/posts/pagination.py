@@ -80,8 +80,12 @@ class PostPagination(PageNumberPagination):
         for name in names:
             if name in request.query_params:
                 raise ValidationError(
-                    {name: [f"Cannot be combined with {self.cursor_query_param} (posts by cursor "
-                            "come newest first)."]}
+                    {
+                        name: [
+                            f"Cannot be combined with {self.cursor_query_param} (posts by cursor "
+                            "come newest first)."
+                        ]
+                    }
                 )
 
     def get_paginated_response(self, data):

@@ -57,8 +57,10 @@ SCENARIOS = {
     "S6": ("POST /api/posts/", "nginx", "create", None),
     "S7": ("bare Django JSON view, same 20 rows", "nginx", "list", "/api/bench/posts/"),
 }
-# Where wrk sends its load, from its container on the stack's frontend network.
-TARGETS = {"nginx": "http://nginx:8080", "direct": "http://web:8000", "stock": "http://nginx-stock:8080"}
+# Where wrk sends its load, from its container on the stack's frontend network: (service, port).
+# By address, not name (stack.address): Docker 20.10's DNS has lost a container's name there
+# in the middle of a run ("unable to resolve nginx:8080").
+TARGETS = {"nginx": ("nginx", 8080), "direct": ("web", 8000), "stock": ("nginx-stock", 8080)}
 # Measured with set-up O only: N and S1 do not touch the web service; S4c is the option our
 # API offers (the page-number S4 runs on every set-up).
 OURS_ONLY = {"N", "S1", "S4c"}
@@ -89,9 +91,15 @@ def start_setup(stack: Stack, key: str, setup: dict | None = None) -> dict:
     stack.compose("up", "-d", "--no-deps", "--force-recreate", "nginx")
     nginx = f"http://{stack.port('nginx', 8080)}"
     wait_http(nginx + "/api/bench/posts/", "nginx -> web")
+    targets = {
+        name: stack.address(service, port)
+        for name, (service, port) in TARGETS.items()
+        if name != "stock" or "N" in SCENARIO_ORDER
+    }
     return {
         "nginx": nginx,
         "direct": direct,
+        "targets": targets,
         "containers": [stack.container("web"), stack.container("nginx")],
     }
 
@@ -135,7 +143,7 @@ def run_setup(stack: Stack, key: str, data: dict, results: list, round_no: int) 
         f"  TIME_WAIT {drained['time_wait_before']} -> {drained['time_wait_after']} "
         f"(waited {drained['drain_s']}s); warming up {WARMUP}s"
     )
-    wrk(stack, TARGETS["nginx"], "list", "/api/posts/", CONNECTIONS[0], WARMUP, data)
+    wrk(stack, urls["targets"]["nginx"], "list", "/api/posts/", CONNECTIONS[0], WARMUP, data)
     if key == "O" and "S1" in SCENARIO_ORDER:
         check_static(urls["nginx"], data["static_path"])
     for name in SCENARIO_ORDER:
@@ -152,14 +160,14 @@ def measure(
     """One wrk run of scenario `name` on set-up `key`, after TIME_WAIT drained; its row."""
     _, target, mode, _ = SCENARIOS[name]
     drain = drain_time_wait(DRAIN_RUN_MAX, urls["containers"])
-    row = wrk(stack, TARGETS[target], mode, path, connections, DURATION, data)
+    row = wrk(stack, urls["targets"][target], mode, path, connections, DURATION, data)
     if QUICK and not row["requests"]:
         # Nothing completed within DURATION says only that the machine is slow (speed
         # is never the quick check's business). Once web has worked through what the
         # run left queued, once more with 2 connections (wrk's least for 2 threads).
         log(f"  {name} c={connections}: no request completed in {DURATION}s; once more")
         wait_answered(urls["nginx"] + "/healthz", QUICK_SLOW_RERUN_S * 8)
-        row = wrk(stack, TARGETS[target], mode, path, 2, QUICK_SLOW_RERUN_S, data)
+        row = wrk(stack, urls["targets"][target], mode, path, 2, QUICK_SLOW_RERUN_S, data)
         row["slow_rerun_connections"] = 2
     row.update(setup=key, scenario=name, connections=connections, round=round_no, **drain)
     errors = row["connect_errors"] + row["read_errors"] + row["write_errors"] + row["timeouts"]

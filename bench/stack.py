@@ -76,10 +76,21 @@ class Stack:
         return out.splitlines()[0]
 
     def container(self, service: str) -> str:
-        ids = self.compose("ps", "-q", service).stdout.split()
+        ids = self.compose("ps", "-q", service, env={"COMPOSE_PROFILES": PROFILE}).stdout.split()
         if not ids:
             fail(f"no running {service} container")
         return ids[0]
+
+    def address(self, service: str, port: int) -> str:
+        """http://IP:port of `service` on the stack's frontend network (where wrk runs)."""
+        network = f"{PROJECT}_frontend"
+        ip = run(
+            ["docker", "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
+             self.container(service)]
+        ).stdout.strip()  # fmt: skip
+        if not ip:
+            fail(f"{service} has no address on {network}")
+        return f"http://{ip}:{port}"
 
     def psql(self, sql: str, timeout: float = 600) -> str:
         return self.compose(

@@ -13,7 +13,7 @@ import os
 from bench.config import CONNECTIONS, DRAIN_SETUP_MAX, WARMUP
 from bench.console import log
 from bench.load import drain_time_wait, wrk
-from bench.scenarios import SETUPS, TARGETS, measure, start_setup
+from bench.scenarios import SETUPS, measure, start_setup
 from bench.stack import Stack
 
 _OURS = SETUPS["O"]
@@ -62,7 +62,7 @@ def run_variants(stack: Stack, data: dict, results: list, round_no: int) -> None
         log(f"round {round_no}: variant {key}: {VARIANTS[key]['what']}")
         drain_time_wait(DRAIN_SETUP_MAX, [])
         urls = start_setup(stack, key, VARIANTS[key])
-        wrk(stack, TARGETS["nginx"], "list", "/api/posts/", CONNECTIONS[0], WARMUP, data)
+        wrk(stack, urls["targets"]["nginx"], "list", "/api/posts/", CONNECTIONS[0], WARMUP, data)
         results.append(
             measure(stack, urls, key, VARIANT_SCENARIO, CONNECTIONS[0], "/api/posts/", data, round_no)
         )

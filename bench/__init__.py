@@ -5,7 +5,8 @@ with wrk (in a container on the stack's own network, its own CPU recorded) each 
 three set-ups of the web service on the same app, data and machine: (A) `manage.py runserver`,
 (B) gunicorn with bare defaults and CONN_MAX_AGE=0, (O) ours; a stock nginx beside the stack's
 (baseline N of the static file), and the tail-latency variants of ours on S3. Set-ups
-alternate and repeat (rounds; the median is reported), each from fresh web and nginx containers after TIME_WAIT sockets have drained.
+alternate and repeat (rounds; the median is reported), each from fresh web and nginx
+containers after TIME_WAIT sockets have drained.
 Also measures image sizes, idle RAM, time to healthy, worker throughput and build times. Writes
 the run to <out>/{latest.json,latest.md,rps.png,p99.png} (overwritten: the history of the
 committed bench/results/ is git's) and prints a table.
@@ -27,5 +28,6 @@ Modules, one job each:
 Configuration (environment): BENCH_QUICK=1 (seconds per scenario, small dataset: checks the
 harness works), BENCH_DURATION, BENCH_ROUNDS, BENCH_POSTS, BENCH_USERS, BENCH_SETUPS (e.g. "O"),
 BENCH_SCENARIOS (e.g. "S3,S7"), BENCH_VARIANTS (e.g. "W2x2"; empty: none), BENCH_CONNECTIONS
-("32,64"), BENCH_SMALL_EXPORTS, BENCH_BUILD (1/0: cold build and rebuild timing), BENCH_OUT (results folder), BENCH_PROJECT (drs-bench).
+("32,64"), BENCH_SMALL_EXPORTS, BENCH_BUILD (1/0: cold build and rebuild timing), BENCH_OUT
+(results folder), BENCH_PROJECT (drs-bench).
 """

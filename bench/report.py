@@ -272,7 +272,8 @@ def markdown(data: dict) -> str:
         f"# Benchmark {data['timestamp']}" + (" (BENCH_QUICK: harness check only)" if QUICK else ""),
         "",
         f"Machine: {data['machine']}; wrk (2 threads) on the same machine, in a container on the "
-        "stack's own network, loading nginx:8080 and web:8000 directly. Load average at the start: "
+        "stack's own network, loading nginx:8080 and web:8000 directly (its CPU: the last table). "
+        "Load average at the start: "
         f"{data.get('loadavg', 'n/a')}.",
         f"Dataset: {POSTS:,} posts by {USERS} users. {DURATION}s per run after a {WARMUP}s warm-up, "
         f"{ROUNDS} round(s), set-ups alternating; median over rounds. Set-ups:",

@@ -204,7 +204,7 @@ test-deploy: ## make deploy under a read/write request loop with zero failures, 
 
 ## Benchmarks
 .PHONY: bench
-bench: ## Benchmark the prod stack against runserver and gunicorn defaults (~25 min; BENCH_QUICK=1: seconds); docs/benchmarks.md
+bench: ## Benchmark the prod stack against runserver and gunicorn defaults (~35 min; BENCH_QUICK=1: seconds); docs/benchmarks.md
 	@$(SETUP)
 	@BENCH_QUICK=$(BENCH_QUICK) scripts/bench.sh
 

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from bench import config, report
 from bench.builds import builds
 from bench.console import fail, log
-from bench.data import seed, static_path
+from bench.data import deep_cursor_path, seed, static_path
 from bench.resources import idle_ram, image_sizes, machine
-from bench.scenarios import SCENARIO_ORDER, SETUP_ORDER, run_rounds, start_setup, unknown_names
+from bench.scenarios import DEEP_PAGE, SCENARIO_ORDER, SETUP_ORDER, run_rounds, start_setup, unknown_names
 from bench.stack import Stack, make_env_file
+from bench.variants import VARIANT_ORDER, run_variants, unknown_variants
 from bench.worker import exports
 
 
@@ -37,7 +38,8 @@ def measure_stack(data: dict) -> list:
         data["seed_s"] = seeded["seconds"]
         seeded["static_path"] = static_path(stack)
         data["static_path"] = seeded["static_path"]
-        results = run_rounds(stack, seeded)
+        prepare_baselines(stack, seeded, data)
+        results = run_rounds(stack, seeded, each_round=run_variants)
         data["runs"] = results
         # Back to ours for the worker measurements.
         start_setup(stack, "O")
@@ -49,9 +51,21 @@ def measure_stack(data: dict) -> list:
     return results
 
 
+def prepare_baselines(stack: Stack, seeded: dict, data: dict) -> None:
+    """The stock nginx of N beside the stack's, and the cursor of S4c's deep page."""
+    if "N" in SCENARIO_ORDER:
+        log("baseline N: stock nginx (bench/nginx-stock.conf) beside the stack's")
+        stack.start_stock_nginx()
+    if "S4c" in SCENARIO_ORDER:
+        nginx = f"http://{stack.port('nginx', 8080)}"
+        seeded["cursor_path"] = deep_cursor_path(nginx, seeded["tokens"][0], DEEP_PAGE)
+        data["cursor_path"] = seeded["cursor_path"]
+        log(f"S4c: page {DEEP_PAGE} by cursor is {seeded['cursor_path']}")
+
+
 def main() -> int:
     os.chdir(config.ROOT)
-    if unknown := unknown_names():
+    if unknown := unknown_names() + unknown_variants():
         fail(f"unknown set-up or scenario: {', '.join(unknown)}")
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = config.OUT
@@ -72,6 +86,7 @@ def main() -> int:
             "connections": config.CONNECTIONS,
             "setups": SETUP_ORDER,
             "scenarios": SCENARIO_ORDER,
+            "variants": VARIANT_ORDER,
         },
     }
     data["image_sizes_mb"] = image_sizes()

@@ -1,12 +1,16 @@
-"""The dataset: seeded users with API tokens and posts, and a static file to load."""
+"""The dataset: seeded users with API tokens and posts, a static file to load, and the cursor of
+a deep page."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
+import urllib.parse
+import urllib.request
 
-from bench.config import POSTS, USERS
+from bench.config import HOST, POSTS, USERS
 from bench.console import fail, log
 from bench.stack import Stack
 
@@ -66,3 +70,22 @@ def static_path(stack: Stack) -> str:
     if not out:
         fail("no ~1 KB static file found in the nginx image")
     return out.replace("/srv/static/", "/static/", 1)
+
+
+def deep_cursor_path(nginx: str, token: str, page: int, page_size: int = 20) -> str:
+    """The path of page `page` (of `page_size` posts) by cursor: `?cursor=` pages of up to 100
+    posts are followed past the posts before it, and the `next` link's cursor is kept (the
+    page size is a parameter of each request, not part of the cursor)."""
+    skip = (page - 1) * page_size
+    query = {"cursor": ""}
+    while skip > 0:
+        size = min(100, skip)
+        url = f"{nginx}/api/posts/?{urllib.parse.urlencode({**query, 'page_size': size})}"
+        request = urllib.request.Request(url, headers={"Host": HOST, "Authorization": f"Token {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.load(response)
+        if not body.get("next"):
+            fail(f"the cursor walk to page {page} ran out of posts ({url})")
+        query = {"cursor": urllib.parse.parse_qs(urllib.parse.urlsplit(body["next"]).query)["cursor"][0]}
+        skip -= size
+    return "/api/posts/?" + urllib.parse.urlencode(query)

@@ -4,6 +4,7 @@ before the next (leftover sockets from one run would slow the next)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from bench.config import DRAIN_THRESHOLD, HOST, QUICK
@@ -26,8 +27,11 @@ def wrk(
     target = url + (path if mode == "static" and path else "/")
     # BENCH_QUICK: wrk also counts responses by status, for report.quick_check().
     count = ["-e", "BENCH_COUNT_STATUS=1"] if QUICK else []
+    # wrk runs under sh, whose `times` then prints the CPU wrk used (user and system): the
+    # load generator shares the machine with the stack, and the report says how much it took.
     result = stack.compose(
-        "run", "--rm", "--no-deps", "-T", *count, "wrk",
+        "run", "--rm", "--no-deps", "-T", *count, "--entrypoint", "sh", "wrk",
+        "-c", 'wrk "$@"; status=$?; times; exit $status', "wrk",
         "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", "/bench/report.lua", target,
         env=env,
         timeout=seconds + 60,
@@ -35,7 +39,22 @@ def wrk(
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if not lines:
         fail(f"wrk printed no result for {target}:\n{result.stdout}\n{result.stderr}")
-    return json.loads(lines[-1])
+    row = json.loads(lines[-1])
+    row["wrk_cpu_s"] = wrk_cpu_seconds(result.stdout)
+    return row
+
+
+# `times` prints two lines, the shell's own CPU and its children's: "0m0.190000s 0m1.630000s".
+_TIMES = re.compile(r"^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$")
+
+
+def wrk_cpu_seconds(stdout: str) -> float | None:
+    """wrk's CPU time (user + system, seconds) from sh's `times` after it (its last line)."""
+    found = [m for line in stdout.splitlines() if (m := _TIMES.match(line.strip()))]
+    if not found:
+        return None
+    m = found[-1]
+    return round(int(m[1]) * 60 + float(m[2]) + int(m[3]) * 60 + float(m[4]), 2)
 
 
 def time_wait_host() -> int:

@@ -3,10 +3,12 @@ its throw-away env file, and waiting for it to answer."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -36,6 +38,10 @@ def compose(
         stack, *args,
     ]  # fmt: skip
     return run(cmd, env=env, check=check, timeout=timeout, input_text=input_text)
+
+
+# compose/bench.yml's services that are not part of the prod stack (wrk, nginx-stock).
+PROFILE = "bench-tools"
 
 
 class Stack:
@@ -70,10 +76,21 @@ class Stack:
         return out.splitlines()[0]
 
     def container(self, service: str) -> str:
-        ids = self.compose("ps", "-q", service).stdout.split()
+        ids = self.compose("ps", "-q", service, env={"COMPOSE_PROFILES": PROFILE}).stdout.split()
         if not ids:
             fail(f"no running {service} container")
         return ids[0]
+
+    def address(self, service: str, port: int) -> str:
+        """http://IP:port of `service` on the stack's frontend network (where wrk runs)."""
+        network = f"{PROJECT}_frontend"
+        ip = run(
+            ["docker", "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
+             self.container(service)]
+        ).stdout.strip()  # fmt: skip
+        if not ip:
+            fail(f"{service} has no address on {network}")
+        return f"http://{ip}:{port}"
 
     def psql(self, sql: str, timeout: float = 600) -> str:
         return self.compose(
@@ -95,7 +112,14 @@ class Stack:
         ).stdout.strip()  # fmt: skip
 
     def down(self) -> None:
-        self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+        # The bench-tools profile too: its nginx-stock container runs while the stack does.
+        self.compose(
+            "down", "-v", "--remove-orphans", check=False, timeout=300, env={"COMPOSE_PROFILES": PROFILE}
+        )
+
+    def start_stock_nginx(self) -> None:
+        """The baseline N (bench/nginx-stock.conf), beside the stack's nginx."""
+        self.compose("up", "-d", "--no-deps", "nginx-stock", env={"COMPOSE_PROFILES": PROFILE})
 
 
 def make_env_file() -> Path:
@@ -138,6 +162,21 @@ def http_ok(url: str) -> bool:
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+def http_status(url: str) -> int | None:
+    """The status of one GET, redirects not followed (None: no answer)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request(
+            "GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers={"Host": HOST}
+        )
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
 
 
 def wait_answered(url: str, limit: float) -> None:

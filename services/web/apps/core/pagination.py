@@ -1,5 +1,6 @@
 """Page-number pagination with bounded parameters, and a ``count`` that may cost less than
-``COUNT(*)``: PostgreSQL's row estimate for a whole large table (``TableCountPaginator``)."""
+``COUNT(*)``: PostgreSQL's row estimate for a whole large table (``TableCountPaginator``); and
+DRF's cursor pagination with the same bounded page size (``CursorPagination``)."""
 
 import time
 
@@ -124,3 +125,19 @@ class PageNumberPagination(pagination.PageNumberPagination):
         for parameter in parameters:
             parameter["schema"].update(bounds.get(parameter["name"], {}))
         return parameters
+
+
+class CursorPagination(pagination.CursorPagination):
+    """DRF's cursor pagination (``?cursor=``; opaque ``next`` and ``previous`` links, no
+    ``count``) with the page size of ``PageNumberPagination``: ``page_size`` from 1 to 100,
+    default 20 (anything else is a 400). Every page costs the same: it starts where the last
+    one ended (an index range), not after skipping the rows before it (OFFSET)."""
+
+    page_size = PageNumberPagination.page_size
+    page_size_query_param = PageNumberPagination.page_size_query_param
+    max_page_size = PageNumberPagination.max_page_size
+
+    def get_page_size(self, request):
+        return positive_int_param(
+            request, self.page_size_query_param, self.page_size, self.max_page_size
+        )

@@ -63,7 +63,7 @@ prod-down: ## Stop the prod stack (volumes are kept)
 	$(PROD_COMPOSE) $(ALL_PROFILES) down --remove-orphans
 
 ## Backups, deploys and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/tls.md)
-.PHONY: backup backups offsite-check offsite-fetch restore deploy rollback certs-selfsigned
+.PHONY: backup backups offsite-check offsite-fetch restore drill deploy rollback certs-selfsigned
 backup: ## Take a verified backup now (database + media) into the backups volume, and its off-site copy if set up
 	@$(SETUP)
 	@scripts/backup.sh backup
@@ -80,9 +80,13 @@ offsite-fetch: ## Bring backup FILE=NAME back from the off-site repository into 
 	@$(SETUP)
 	@scripts/backup.sh offsite-fetch "$(FILE)"
 
-restore: ## Restore backup FILE=NAME: stops web/worker/beat, restores in one transaction, restarts them
+restore: ## Restore backup FILE=NAME (stops web/worker/beat; one transaction), or TIME='2026-12-01 21:30 UTC'|latest from off-site WAL (also on a new VM)
 	@$(SETUP)
-	@scripts/backup.sh restore "$(FILE)"
+	@if [ -n "$(TIME)" ]; then scripts/backup.sh restore-time "$(TIME)"; else scripts/backup.sh restore "$(FILE)"; fi
+
+drill: ## Monthly restore drill: the latest off-site state into a throwaway project, timed (RTO), checked, removed; the live stack untouched
+	@$(SETUP)
+	@scripts/backup.sh drill
 
 deploy: ## Zero-downtime deploy: build images tagged with the git commit, migrate, replace containers one by one
 	@$(SETUP)

@@ -80,7 +80,7 @@ offsite-fetch: ## Bring backup FILE=NAME back from the off-site repository into 
 	@$(SETUP)
 	@scripts/backup.sh offsite-fetch "$(FILE)"
 
-restore: ## Restore backup FILE=NAME (stops web/worker/beat; one transaction), or TIME='2026-12-01 21:30 UTC'|latest from off-site WAL (also on a new VM)
+restore: ## Restore backup FILE=NAME (stops web/worker/beat; one transaction), or to TIME='2026-12-01 21:30 UTC' (or latest) from off-site WAL, also on a new VM
 	@$(SETUP)
 	@if [ -n "$(TIME)" ]; then scripts/backup.sh restore-time "$(TIME)"; else scripts/backup.sh restore "$(FILE)"; fi
 
@@ -185,7 +185,7 @@ test-faults: ## Kill/restart worker, Postgres, Redis, web, beat, the whole stack
 test-tls: ## TLS of the prod stack: HTTPS with the generated CA, HTTP redirect, ACME webroot, no TLS 1.1
 	@scripts/test.sh tls
 
-test-backup: ## Backup, verification, restore (checksums identical), truncated backup refused, rotation, off-site copies to an SFTP server
+test-backup: ## Backup, verification, restore (checksums identical), truncated backup refused, rotation, off-site copies to an SFTP server, point-in-time restore, the rebuild drill (RPO, RTO)
 	@scripts/test.sh backup
 
 test-deploy: ## make deploy under a read/write request loop with zero failures, exports finish, make rollback

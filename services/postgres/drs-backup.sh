@@ -347,7 +347,9 @@ offsite_ssh_config() {
 	RESTIC_OPTS=(-o "sftp.args=-F $dir/config")
 }
 
-restic_run() { restic "${RESTIC_OPTS[@]}" "$@"; }
+# --retry-lock: the WAL shipper's backups and a copy's prune and check take turns on the
+# repository's lock instead of failing when they meet.
+restic_run() { restic --retry-lock 2m "${RESTIC_OPTS[@]}" "$@"; }
 
 # Opens the repository, creating it on first use (restic exits 10 when there is none).
 offsite_open() {
@@ -959,7 +961,7 @@ cmd_pitr_prepare() {
 # pitr-finish (in the postgres container, once promoted): the recovery settings and the fetched
 # WAL removed; prints the time of the last transaction replayed (the recovery point).
 cmd_pitr_finish() {
-	local -a su=(psql_q -h "${POSTGRES_SOCKET_DIR:-/var/run/postgresql}" -U postgres -d postgres)
+	local -a su=(psql_q -U postgres -d postgres)
 	[ "$("${su[@]}" -c 'SELECT pg_is_in_recovery()')" = f ] || die "the server is still recovering"
 	"${su[@]}" -c 'ALTER SYSTEM RESET restore_command' -c 'ALTER SYSTEM RESET recovery_target_time' \
 		-c 'ALTER SYSTEM RESET recovery_target_action' -c 'SELECT pg_reload_conf()' >/dev/null

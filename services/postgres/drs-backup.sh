@@ -282,7 +282,11 @@ cmd_backup() {
 	if offsite_enabled && ! offsite_send "$name"; then
 		die "OFF-SITE COPY FAILED: $name is verified and kept in $BACKUP_DIR, but its off-site copy failed (see above)"
 	fi
-	[ ! -s "$BACKUP_DIR/$name/pitr.txt" ] || wal_switch_base "$name"
+	if [ -s "$BACKUP_DIR/$name/pitr.txt" ]; then
+		wal_switch_base "$name"
+	else
+		wal_drop_spool
+	fi
 	printf '%s\n' "$name"
 }
 
@@ -845,6 +849,14 @@ wal_switch_base_locked() {
 		[[ "${file%.gz}" < "$start_wal" ]] && rm -f -- "${WAL_SPOOL_DIR:?}/$file"
 	done < <(find "$WAL_SPOOL_DIR" -mindepth 1 -maxdepth 1 -type f -name '[0-9A-F]*.gz' ! -name '*.history.gz' -printf '%f\n')
 	log "WAL: the spool continues $name (from segment $start_wal)"
+}
+
+# Without base backups (POSTGRES_BACKUP_PASSWORD empty) archived segments serve nothing: each
+# backup empties the spool, so it never holds more than one BACKUP_INTERVAL of WAL.
+wal_drop_spool() {
+	[ -d "$WAL_SPOOL_DIR" ] && [ -w "$WAL_SPOOL_DIR" ] || return 0
+	find "$WAL_SPOOL_DIR" -mindepth 1 -maxdepth 1 -type f -name '[0-9A-F]*.gz' -delete \
+		|| log "WAL: could not empty the spool $WAL_SPOOL_DIR"
 }
 
 # WAL snapshots: the newest of each base backup's, and none of a base backup no longer kept.

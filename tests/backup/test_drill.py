@@ -128,7 +128,8 @@ def source(stack):
         for each in (src, drill_stack):
             each.compose("up", "--no-start", timeout=600)
             docker("network", "connect", "--alias", "offsite", f"{each.project}_offsite", server)
-        src.compose("up", "-d", "--wait", "--wait-timeout", "240", timeout=400)
+        started = src.run("up", "-d", "--wait", "--wait-timeout", "240", timeout=400)
+        assert started.returncode == 0, started.stderr + src.run("logs", "--tail", "40").stdout
         yield src, drill_stack, server
     finally:
         docker("rm", "-fv", server, check=False)

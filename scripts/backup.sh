@@ -124,6 +124,7 @@ cmd_restore_time() {
 
 # The posts table's row count and checksum (order-independent), for the drill's report.
 posts_figure() {
+	# shellcheck disable=SC2016 # expanded by sh in the container
 	prod_compose exec -T postgres sh -c 'psql -X -q -A -t -U postgres -d "$POSTGRES_DB" -c "$0"' \
 		"SELECT count(*) || ' rows, max id ' || coalesce(max(id), 0) || ', md5 ' || coalesce(md5(string_agg(md5(p::text), '' ORDER BY id)), '-') FROM posts_post p" 2>/dev/null \
 		|| echo "(no posts table)"

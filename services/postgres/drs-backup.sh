@@ -177,8 +177,10 @@ verify_backup() { # verify_backup DIR   (returns non-zero when the backup does n
 	local dir=$1 scratch="${PGDATABASE}_verify_$$" got='' ok=1
 	(cd "$dir" && sha256sum --quiet -c SHA256SUMS) || { log "verification: checksum mismatch in $dir"; return 1; }
 	if [ -e "$dir/base.tar.gz" ]; then
-		tar -tzf "$dir/base.tar.gz" >/dev/null && tar -tzf "$dir/pg_wal.tar.gz" >/dev/null \
-			|| { log "verification: the base backup's archives do not read"; return 1; }
+		if ! tar -tzf "$dir/base.tar.gz" >/dev/null || ! tar -tzf "$dir/pg_wal.tar.gz" >/dev/null; then
+			log "verification: the base backup's archives do not read"
+			return 1
+		fi
 	fi
 	psql_q -d postgres -c "DROP DATABASE IF EXISTS \"$scratch\";" -c "CREATE DATABASE \"$scratch\";" || return 1
 	if ! pg_restore --exit-on-error --single-transaction --no-owner --no-acl -d "$scratch" "$dir/db.dump"; then
@@ -771,7 +773,10 @@ cmd_wal_archive() { # wal-archive PATH NAME
 		gzip -dc "$out" | cmp -s - "$path" && return 0
 		die "wal-archive: $out exists with other content; not overwriting it"
 	fi
-	gzip -1 -c "$path" >"$tmp" && sync "$tmp" && mv "$tmp" "$out" || { rm -f "$tmp"; die "wal-archive: cannot write $out"; }
+	if ! gzip -1 -c "$path" >"$tmp" || ! sync "$tmp" || ! mv "$tmp" "$out"; then
+		rm -f "$tmp"
+		die "wal-archive: cannot write $out"
+	fi
 }
 
 # wal_ship: one restic snapshot of the spool and the media folder, tagged with the base backup the
@@ -924,9 +929,11 @@ cmd_pitr_fetch() {
 	rm -rf "$PITR_DIR"
 	mkdir -p "$PITR_DIR/wal"
 	log "point-in-time restore to $recovery: base backup $name (ended $(date -u -d "@$end" '+%Y-%m-%dT%H:%M:%SZ')), WAL snapshot ${wal:-none}"
-	restic_run restore "$base:$BACKUP_DIR/$name" --target "$PITR_DIR/base" </dev/null >&2 \
-		&& (cd "$PITR_DIR/base" && sha256sum --quiet -c SHA256SUMS) >&2 \
-		|| { rm -rf "$PITR_DIR"; die "could not fetch $name intact from $(offsite_where) (see above)"; }
+	if ! restic_run restore "$base:$BACKUP_DIR/$name" --target "$PITR_DIR/base" </dev/null >&2 \
+		|| ! (cd "$PITR_DIR/base" && sha256sum --quiet -c SHA256SUMS) >&2; then
+		rm -rf "$PITR_DIR"
+		die "could not fetch $name intact from $(offsite_where) (see above)"
+	fi
 	if [ -n "$wal" ]; then
 		restic_run restore "$wal" --target "$PITR_DIR/wal" </dev/null >&2 \
 			|| { rm -rf "$PITR_DIR"; die "could not fetch the WAL snapshot $wal from $(offsite_where) (see above)"; }

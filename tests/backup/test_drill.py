@@ -69,7 +69,7 @@ def api_user(stack: Stack) -> Client:
     return client
 
 
-def wal_sent(stack: Stack, timeout: float = 120) -> None:
+def wal_sent(stack: Stack, timeout: float = 300) -> None:
     """Until the WAL segment being written now is archived and sent off-site, by the server's
     archive_timeout and the shipper's own round (nothing forced)."""
     segment = psql(stack, "SELECT pg_walfile_name(pg_current_wal_lsn())")
@@ -140,9 +140,9 @@ def source(stack):
 
 
 def first_base_backup_sent(src: Stack) -> None:
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600
     while "off-site WAL: last sent" not in (out := make(src, "backups", check=False).stdout):
-        assert time.monotonic() < deadline, f"no backup copied off-site within 240s:\n{out}"
+        assert time.monotonic() < deadline, f"no WAL sent off-site within 600s:\n{out}"
         time.sleep(2)
 
 

@@ -817,9 +817,12 @@ with_wal_lock() { # with_wal_lock CMD...: CMD holding the WAL lock (waits up to 
 wal_shipper() {
 	trap 'exit 0' TERM INT
 	offsite_setup || { log "WAL SHIP FAILED: the off-site settings are incomplete"; return 1; }
+	local now
 	while :; do
+		# The time before looking: a segment that lands after the look is newer than the mark.
+		now=$(date +%s)
 		if ! wal_pending; then
-			[ ! -e "$WAL_BEAT_FILE" ] || touch "$WAL_BEAT_FILE"
+			[ ! -e "$WAL_BEAT_FILE" ] || touch -d "@$now" "$WAL_BEAT_FILE"
 		elif ! with_wal_lock wal_ship; then
 			log "WAL: retrying in ${WAL_SHIP_CHECK}s"
 		fi

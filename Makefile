@@ -71,7 +71,7 @@ monitoring-ui: ## Prometheus and Alertmanager UIs on the server's 127.0.0.1:9090
 	@echo "from your machine: ssh -L 9090:127.0.0.1:9090 -L 9093:127.0.0.1:9093 SERVER; closed again by make prod-up or make deploy"
 
 ## Backups, deploys, updates and TLS (prod stack; docs/backups.md, docs/deploy-single-vm.md, docs/upgrades.md, docs/tls.md)
-.PHONY: backup backups offsite-check offsite-fetch restore deploy rollback update certs-selfsigned
+.PHONY: backup backups offsite-check offsite-fetch restore drill deploy rollback update certs-selfsigned
 backup: ## Take a verified backup now (database + media) into the backups volume, and its off-site copy if set up
 	@$(SETUP)
 	@scripts/backup.sh backup
@@ -88,9 +88,13 @@ offsite-fetch: ## Bring backup FILE=NAME back from the off-site repository into 
 	@$(SETUP)
 	@scripts/backup.sh offsite-fetch "$(FILE)"
 
-restore: ## Restore backup FILE=NAME: stops web/worker/beat, restores in one transaction, restarts them
+restore: ## Restore backup FILE=NAME (stops web/worker/beat; one transaction), or to TIME='2026-12-01 21:30 UTC' (or latest) from off-site WAL, also on a new VM
 	@$(SETUP)
-	@scripts/backup.sh restore "$(FILE)"
+	@if [ -n "$(TIME)" ]; then scripts/backup.sh restore-time "$(TIME)"; else scripts/backup.sh restore "$(FILE)"; fi
+
+drill: ## Monthly restore drill: the latest off-site state into a throwaway project, timed (RTO), checked, removed; the live stack untouched
+	@$(SETUP)
+	@scripts/backup.sh drill
 
 deploy: ## Zero-downtime deploy: build images tagged with the git commit, migrate, replace containers one by one
 	@$(SETUP)
@@ -196,7 +200,7 @@ test-faults: ## Kill/restart worker, Postgres, Redis, web, beat, the whole stack
 test-tls: ## TLS of the prod stack: HTTPS with the generated CA, HTTP redirect, ACME webroot, no TLS 1.1
 	@scripts/test.sh tls
 
-test-backup: ## Backup, verification, restore (checksums identical), truncated backup refused, rotation, off-site copies to an SFTP server
+test-backup: ## Backup, verification, restore (checksums identical), truncated backup refused, rotation, off-site copies to an SFTP server, point-in-time restore, the rebuild drill (RPO, RTO)
 	@scripts/test.sh backup
 
 test-deploy: ## make deploy under a read/write request loop with zero failures, exports finish, make rollback, make update

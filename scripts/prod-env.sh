@@ -20,6 +20,7 @@ sed -e "s/^DJANGO_SECRET_KEY=.*/DJANGO_SECRET_KEY=$(random_hex 32)/" \
 	-e "s/^REDIS_PASSWORD=.*/REDIS_PASSWORD=$(random_hex 24)/" \
 	-e "s/^FLOWER_PASSWORD=.*/FLOWER_PASSWORD=$(random_hex 24)/" \
 	-e "s/^OFFSITE_PASSWORD=.*/OFFSITE_PASSWORD=$(random_hex 32)/" \
+	-e "s/^POSTGRES_BACKUP_PASSWORD=.*/POSTGRES_BACKUP_PASSWORD=$(random_hex 24)/" \
 	"$example" >"$target.tmp"
 mv "$target.tmp" "$target"
 chmod 600 "$target"

@@ -14,7 +14,8 @@
 #            slow clients, token revocation, least privilege; each case records its figure
 #   tls      HTTPS with the run's own CA, HTTP->HTTPS redirect, ACME webroot, TLS 1.1 refused
 #   backup   backup, verification, restore, truncated backup refused, rotation, off-site copies to an
-#            SFTP server on the stack's offsite network (disruptive)
+#            SFTP server on the stack's offsite network (disruptive); point-in-time restore and the
+#            rebuild drill on stacks of their own (tests/backup/test_drill.py)
 #   deploy   make deploy under load with zero failed requests, then make rollback (disruptive)
 #   bench    make bench BENCH_QUICK=1 (last in `all`): checks the benchmark harness works, never speed
 #   dev      `make dev` itself, from a copy of the tree under its own project name (tests/dev);

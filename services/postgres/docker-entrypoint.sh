@@ -23,6 +23,10 @@ DRS_INIT_MARKER=.drs-init-in-progress
 # The cluster's superuser, and a role that exists only while an upgrade runs.
 DRS_SUPERUSER=postgres
 DRS_UPGRADE_ROLE=drs_upgrade
+# The backup service's role for physical base backups (REPLICATION, nothing else), present and
+# able to log in only while POSTGRES_BACKUP_PASSWORD is set (docs/backups.md, "Point-in-time
+# recovery").
+DRS_BACKUP_ROLE=drs_backup
 : "${POSTGRES_CONFIG_FILE:=/etc/postgresql/postgresql.conf}"
 : "${POSTGRES_INITDB_DIR:=/docker-entrypoint-initdb.d}"
 
@@ -181,6 +185,7 @@ docker_setup_hba() {
 		printf 'host all all all %s\n' "$POSTGRES_HOST_AUTH_METHOD"
 	} >>"$DRS_INIT_DIR/pg_hba.conf"
 	docker_hba_reject_superuser "$DRS_INIT_DIR/pg_hba.conf"
+	docker_hba_backup_role "$DRS_INIT_DIR/pg_hba.conf"
 	cat >"$DRS_INIT_DIR/postgresql.conf" <<-EOF
 		# Not read: drs/postgres starts the server with -c config_file=$POSTGRES_CONFIG_FILE.
 		# Put overrides in /etc/postgresql/conf.d/*.conf, use ALTER SYSTEM
@@ -202,6 +207,31 @@ docker_hba_reject_superuser() {
 	} >"$hba.new"
 	chmod 0600 "$hba.new"
 	mv -f "$hba.new" "$hba"
+}
+
+# Replication connections (base backups) for the backup role only, with a password. Idempotent
+# (also run on every start of an existing volume).
+docker_hba_backup_role() {
+	local hba=$1 line="host replication $DRS_BACKUP_ROLE all scram-sha-256"
+	grep -qx "$line" "$hba" && return 0
+	printf '# drs/postgres: base backups by the backup service (POSTGRES_BACKUP_PASSWORD)\n%s\n' "$line" >>"$hba"
+}
+
+# The backup role: LOGIN REPLICATION with POSTGRES_BACKUP_PASSWORD when it is set, NOLOGIN when
+# not. Run against a temporary server as the superuser, at initialisation and every start.
+docker_setup_backup_role() {
+	local -a sql=(docker_superuser_sql "$DRS_SUPERUSER" --dbname postgres --set r="$DRS_BACKUP_ROLE")
+	"${sql[@]}" <<-'SQL'
+		SELECT format('CREATE ROLE %I NOLOGIN REPLICATION', :'r')
+		WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'r') \gexec
+	SQL
+	if [ -n "${POSTGRES_BACKUP_PASSWORD:-}" ]; then
+		# from the environment, never on a command line
+		"${sql[@]}" <<<'\getenv password POSTGRES_BACKUP_PASSWORD
+ALTER ROLE :"r" LOGIN REPLICATION PASSWORD :'"'password'"';'
+	else
+		"${sql[@]}" <<<'ALTER ROLE :"r" NOLOGIN PASSWORD NULL;'
+	fi
 }
 
 # The server's own arguments: our config file and socket directory first, so
@@ -311,6 +341,7 @@ docker_init_cluster() {
 	export PGHOST="$POSTGRES_SOCKET_DIR" PGPORT="${PGPORT:-5432}" PGUSER="$POSTGRES_USER" PGDATABASE="$POSTGRES_DB"
 	docker_temp_server_start "$DRS_INIT_DIR" "$@"
 	docker_setup_db
+	docker_setup_backup_role
 	PGDATA="$DRS_INIT_DIR" docker_process_init_files "$POSTGRES_INITDB_DIR"/*
 	docker_temp_server_stop
 	unset PGHOST PGPORT PGUSER PGDATABASE
@@ -458,6 +489,7 @@ $DRS_UPGRADE_SQL"
 docker_upgrade_roles() {
 	! docker_app_is_superuser || return 0
 	docker_hba_reject_superuser "$PGDATA/pg_hba.conf"
+	docker_hba_backup_role "$PGDATA/pg_hba.conf"
 	trap 'docker_upgrade_abort $?' EXIT
 	export PGHOST="$POSTGRES_SOCKET_DIR" PGPORT="${PGPORT:-5432}"
 	docker_temp_server_start "$PGDATA" "$@"
@@ -474,6 +506,7 @@ docker_upgrade_roles() {
 			SELECT format('ALTER ROLE %I NOSUPERUSER', :'app') FROM pg_roles
 			WHERE rolname = :'app' AND rolsuper \gexec
 		SQL
+		docker_setup_backup_role
 	else
 		docker_log "WARNING: the cluster's superuser is $bootstrap (made elsewhere); roles left as they are"
 	fi
@@ -497,7 +530,13 @@ _main() {
 			docker_init_cluster "$@"
 		else
 			docker_log "$PGDATA holds a database; skipping initialisation"
-			docker_upgrade_roles "$@"
+			if [ -e "$PGDATA/recovery.signal" ]; then
+				# A point-in-time restore (pitr-prepare): a temporary server would start the
+				# recovery itself, read-only; the roles come with the restored cluster.
+				docker_log "$PGDATA/recovery.signal: recovering from archived WAL; roles left as they are"
+			else
+				docker_upgrade_roles "$@"
+			fi
 		fi
 		local -a args
 		mapfile -d '' args < <(docker_server_args "$@")

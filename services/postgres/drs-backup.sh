@@ -14,6 +14,19 @@
 #                       and unhealthy when anything there is missing or corrupt
 #   offsite-snapshots   list the copies in the off-site repository
 #   offsite-fetch NAME  bring backup NAME back from the off-site repository (then: restore NAME)
+#   wal-archive PATH NAME  the server's archive_command: WAL segment PATH, gzipped, into the spool
+#   wal-ship            send the WAL spool and the media folder off-site now, as one snapshot
+#   pitr-fetch TIME|latest  fetch what a point-in-time restore needs from the off-site repository
+#   pitr-prepare        (as postgres, data volume mounted) replace PGDATA with the fetched base backup
+#                       and set it to recover to the fetched time from the fetched WAL
+#   pitr-finish         (in the postgres container, after promotion) clear the recovery settings
+#   pitr-media          replace the media folder with the fetched one; remove what was fetched
+#
+# Point-in-time recovery (POSTGRES_BACKUP_PASSWORD and OFFSITE_REPOSITORY set): each backup also
+# holds a physical base backup (pg_basebackup as drs_backup); the server archives every WAL segment
+# into the spool (wal-archive, at least every WAL_ARCHIVE_TIMEOUT seconds with writes), and the
+# scheduler sends the spool and the media folder off-site within seconds of a new segment, tagged
+# with the base backup it continues (docs/backups.md, "Point-in-time recovery").
 #
 # Off-site copies (OFFSITE_REPOSITORY set): every verified backup folder is also sent, as it is, to
 # a restic repository (encrypted client-side with OFFSITE_PASSWORD), read back and compared with its
@@ -50,6 +63,20 @@ OFFSITE_VERIFY="${OFFSITE_VERIFY:-1}"
 OFFSITE_STATUS_FILE="$BACKUP_DIR/.offsite-last-run"
 OFFSITE_OK_FILE="$BACKUP_DIR/.offsite-last-ok"
 OFFSITE_CHECK_FILE="$BACKUP_DIR/.offsite-last-check"
+# Point-in-time recovery: the WAL spool, the base backup its segments continue (NAME START_WAL),
+# the last WAL snapshot sent (BASE SNAPSHOT TIME EPOCH), the shipper's last good round (its mtime),
+# its lock, and where pitr-fetch puts what a restore needs.
+WAL_SPOOL_DIR="${WAL_SPOOL_DIR:-/wal-spool}"
+WAL_ARCHIVE_TIMEOUT="${WAL_ARCHIVE_TIMEOUT:-60}"
+WAL_SHIP_CHECK="${WAL_SHIP_CHECK:-5}"
+WAL_BASE_FILE="$BACKUP_DIR/.wal-base"
+WAL_OK_FILE="$BACKUP_DIR/.wal-last-ship"
+WAL_BEAT_FILE="$BACKUP_DIR/.wal-beat"
+WAL_LOCK_FILE="$BACKUP_DIR/.wal-lock"
+PITR_DIR="$BACKUP_DIR/.pitr"
+# Inside PGDATA during a point-in-time restore: the fetched WAL segments (gzipped).
+PITR_WAL_DIR=.drs-restore-wal
+BACKUP_ROLE=drs_backup
 export PGUSER="${PGUSER:-${POSTGRES_USER:-postgres}}"
 export PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-$PGUSER}}"
 if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
@@ -175,6 +202,12 @@ archive_media() { # archive_media DIR
 verify_backup() { # verify_backup DIR   (returns non-zero when the backup does not verify)
 	local dir=$1 scratch="${PGDATABASE}_verify_$$" got='' ok=1
 	(cd "$dir" && sha256sum --quiet -c SHA256SUMS) || { log "verification: checksum mismatch in $dir"; return 1; }
+	if [ -e "$dir/base.tar.gz" ]; then
+		if ! tar -tzf "$dir/base.tar.gz" >/dev/null || ! tar -tzf "$dir/pg_wal.tar.gz" >/dev/null; then
+			log "verification: the base backup's archives do not read"
+			return 1
+		fi
+	fi
 	psql_q -d postgres -c "DROP DATABASE IF EXISTS \"$scratch\";" -c "CREATE DATABASE \"$scratch\";" || return 1
 	if ! pg_restore --exit-on-error --single-transaction --no-owner --no-acl -d "$scratch" "$dir/db.dump"; then
 		log "verification: the dump does not restore"
@@ -217,8 +250,30 @@ remove_leftovers() {
 		AND substr(datname, length(:'prefix') + 1) ~ '^[0-9]+$';" | psql_q -d postgres -v prefix="${PGDATABASE}_verify_")
 }
 
+pitr_enabled() { [ -n "${POSTGRES_BACKUP_PASSWORD:-}" ]; }
+
+# A physical base backup (for point-in-time recovery) into DIR: base.tar.gz, pg_wal.tar.gz (the WAL
+# that makes it consistent), backup_manifest, and pitr.txt: the first WAL segment it needs and the
+# time it ended (a restore can target any time after that).
+base_backup() { # base_backup DIR
+	local dir=$1 start_wal
+	pitr_enabled || return 0
+	mkdir "$dir/.base" || return 1
+	PGPASSWORD="$POSTGRES_BACKUP_PASSWORD" pg_basebackup --username="$BACKUP_ROLE" --no-password \
+		--pgdata="$dir/.base" --format=tar --gzip --wal-method=stream --checkpoint=fast --no-sync \
+		|| { log "pg_basebackup failed (is POSTGRES_BACKUP_PASSWORD the one postgres was started with?)"; return 1; }
+	mv "$dir/.base/"* "$dir/" && rmdir "$dir/.base" || return 1
+	start_wal=$(tar -xzOf "$dir/base.tar.gz" backup_label | sed -n 's/^START WAL LOCATION: .*(file \([0-9A-F]\{24\}\))$/\1/p')
+	[ -n "$start_wal" ] || { log "no START WAL LOCATION in the base backup's backup_label"; return 1; }
+	printf 'start_wal=%s\nend=%s\n' "$start_wal" "$(date +%s)" >"$dir/pitr.txt"
+}
+
+# pitr_value DIR KEY: a value from DIR/pitr.txt (empty when the backup has no base backup).
+pitr_value() { sed -n "s/^$2=//p" "$1/pitr.txt" 2>/dev/null; }
+
 write_backup() { # write_backup DIR   (returns non-zero on any failure)
 	local dir=$1
+	base_backup "$dir" || return 1
 	dump_database "$dir" || return 1
 	# Without the password hashes: a backup holds no credential (and pg_authid is for superusers).
 	pg_dumpall --globals-only --no-role-passwords --file="$dir/globals.sql" || return 1
@@ -254,6 +309,11 @@ cmd_backup() {
 	log "backup $name done in $(($(date +%s) - start))s ($(du -sh "$BACKUP_DIR/$name" | cut -f1), $(total_rows "$BACKUP_DIR/$name") rows)"
 	if offsite_enabled && ! offsite_send "$name"; then
 		die "OFF-SITE COPY FAILED: $name is verified and kept in $BACKUP_DIR, but its off-site copy failed (see above)"
+	fi
+	if [ -s "$BACKUP_DIR/$name/pitr.txt" ]; then
+		wal_switch_base "$name"
+	else
+		wal_drop_spool
 	fi
 	printf '%s\n' "$name"
 }
@@ -319,7 +379,9 @@ offsite_ssh_config() {
 	RESTIC_OPTS=(-o "sftp.args=-F $dir/config")
 }
 
-restic_run() { restic "${RESTIC_OPTS[@]}" "$@"; }
+# --retry-lock: the WAL shipper's backups and a copy's prune and check take turns on the
+# repository's lock instead of failing when they meet.
+restic_run() { restic --retry-lock 2m "${RESTIC_OPTS[@]}" "$@"; }
 
 # Opens the repository, creating it on first use (restic exits 10 when there is none).
 offsite_open() {
@@ -342,9 +404,12 @@ offsite_open() {
 # Sends backup NAME, dated with its own time, then reads every file back from the new snapshot
 # and compares it with SHA256SUMS; prints the snapshot's id.
 offsite_copy() { # offsite_copy NAME
-	local name=$1 snapshot sum file got
+	local name=$1 snapshot sum file got end
+	local -a tags=(--tag drs-backup --tag "$name")
+	end=$(pitr_value "$BACKUP_DIR/$name" end)
+	[ -z "$end" ] || tags+=(--tag "pitr-end:$end")
 	log "off-site: copying $name to $(offsite_where)"
-	snapshot=$(restic_run backup --json --host drs --tag drs-backup --tag "$name" \
+	snapshot=$(restic_run backup --json --host drs "${tags[@]}" \
 		--time "$(backup_time "$name")" "$BACKUP_DIR/$name" </dev/null \
 		| sed -n 's/.*"message_type":"summary".*"snapshot_id":"\([0-9a-f]*\)".*/\1/p') || return 1
 	[ -n "$snapshot" ] || { log "off-site: restic reported no snapshot for $name"; return 1; }
@@ -364,8 +429,10 @@ offsite_copy() { # offsite_copy NAME
 # then checks the repository's structure (every pack the index names is there).
 offsite_thin() {
 	restic_run forget --tag drs-backup --group-by host --keep-daily "$OFFSITE_KEEP_DAILY" \
-		--keep-weekly "$OFFSITE_KEEP_WEEKLY" --keep-monthly "$OFFSITE_KEEP_MONTHLY" --prune </dev/null >&2 \
-		|| { log "off-site: restic forget --prune failed"; return 1; }
+		--keep-weekly "$OFFSITE_KEEP_WEEKLY" --keep-monthly "$OFFSITE_KEEP_MONTHLY" </dev/null >&2 \
+		|| { log "off-site: restic forget failed"; return 1; }
+	wal_thin || return 1
+	restic_run prune </dev/null >&2 || { log "off-site: restic prune failed"; return 1; }
 	restic_run check </dev/null >&2 || { log "off-site: restic check found errors"; return 1; }
 }
 
@@ -495,6 +562,7 @@ cmd_list() {
 	fi
 	if offsite_enabled; then
 		offsite_report || status=1
+		! pitr_enabled || wal_report
 	fi
 	return "$status"
 }
@@ -635,7 +703,16 @@ cmd_scheduler() {
 	else
 		log "scheduler: no off-site repository (OFFSITE_REPOSITORY is empty): backups stay on this machine only"
 	fi
-	trap 'log "scheduler: stopping"; exit 0' TERM INT
+	local shipper=''
+	if offsite_enabled && pitr_enabled; then
+		log "scheduler: WAL (point-in-time recovery) and media sent to $(offsite_where) within ${WAL_SHIP_CHECK}s of each archived segment (the server archives at least every ${WAL_ARCHIVE_TIMEOUT}s)"
+		wal_shipper &
+		shipper=$!
+	elif ! pitr_enabled; then
+		log "scheduler: no point-in-time recovery (POSTGRES_BACKUP_PASSWORD is empty): restores go back to a backup only"
+	fi
+	# shellcheck disable=SC2064 # expand now: this very shipper
+	trap "log 'scheduler: stopping'; [ -z '$shipper' ] || kill '$shipper' 2>/dev/null; exit 0" TERM INT
 	while :; do
 		wait=$(seconds_until_due "$every")
 		if [ "$wait" -gt 0 ]; then
@@ -674,6 +751,7 @@ cmd_healthcheck() {
 	grace=$(interval_seconds "$BACKUP_HEALTH_GRACE" BACKUP_HEALTH_GRACE)
 	[ "$(last_state)" != failed ] || { cat "$STATUS_FILE"; exit 1; }
 	! offsite_enabled || offsite_healthcheck "$every" "$grace"
+	! offsite_enabled || ! pitr_enabled || wal_healthcheck
 	since=$(last_success_or_start)
 	[ -n "$since" ] || return 0
 	overdue=$(($(date +%s) - since - every))
@@ -708,6 +786,255 @@ offsite_healthcheck() { # offsite_healthcheck EVERY GRACE (seconds)
 	fi
 }
 
+# ---- point-in-time recovery (docs/backups.md, "Point-in-time recovery") ------------------------
+
+# The server's archive_command (postgres container): segment PATH, gzipped, into the spool as
+# NAME.gz, written under a temporary name and renamed. A segment archived before with the same
+# content succeeds again (PostgreSQL may retry after a crash); different content fails (never
+# overwritten). Group-readable: the backup service ships and trims the spool.
+cmd_wal_archive() { # wal-archive PATH NAME
+	local path=${1:?usage: wal-archive PATH NAME} name=${2:?usage: wal-archive PATH NAME}
+	local out="$WAL_SPOOL_DIR/$name.gz" tmp="$WAL_SPOOL_DIR/.$name.gz.tmp"
+	umask 027
+	if [ -e "$out" ]; then
+		gzip -dc "$out" | cmp -s - "$path" && return 0
+		die "wal-archive: $out exists with other content; not overwriting it"
+	fi
+	if ! gzip -1 -c "$path" >"$tmp" || ! sync "$tmp" || ! mv "$tmp" "$out"; then
+		rm -f "$tmp"
+		die "wal-archive: cannot write $out"
+	fi
+}
+
+# wal_ship: one restic snapshot of the spool and the media folder, tagged with the base backup the
+# spool's segments continue. Call with the WAL lock held.
+wal_ship() {
+	local base snapshot start
+	[ -s "$WAL_BASE_FILE" ] || { log "WAL: no base backup yet; nothing to send until the next backup"; return 0; }
+	read -r base _ <"$WAL_BASE_FILE"
+	start=$(date +%s)
+	local -a paths=("$WAL_SPOOL_DIR")
+	[ ! -d "$BACKUP_MEDIA_DIR" ] || paths+=("$BACKUP_MEDIA_DIR")
+	snapshot=$(restic_run backup --json --host drs --tag drs-wal --tag "base:$base" --exclude '.*.tmp' \
+		"${paths[@]}" </dev/null | sed -n 's/.*"message_type":"summary".*"snapshot_id":"\([0-9a-f]*\)".*/\1/p') \
+		|| { log "WAL SHIP FAILED: restic backup of $WAL_SPOOL_DIR to $(offsite_where) failed (see above)"; return 1; }
+	[ -n "$snapshot" ] || { log "WAL SHIP FAILED: restic reported no snapshot"; return 1; }
+	write_line "$WAL_OK_FILE" "$base $snapshot $(now_utc) $start"
+	touch -d "@$start" "$WAL_BEAT_FILE"
+}
+
+# wal_pending: true when a segment reached the spool since the last good round.
+wal_pending() {
+	[ -s "$WAL_BASE_FILE" ] || return 1
+	[ -e "$WAL_BEAT_FILE" ] || return 0
+	find "$WAL_SPOOL_DIR" -mindepth 1 -maxdepth 1 -type f -name '[0-9A-F]*' -newer "$WAL_BEAT_FILE" | grep -q .
+}
+
+with_wal_lock() { # with_wal_lock CMD...: CMD holding the WAL lock (waits up to 10 minutes)
+	local fd status=0
+	exec {fd}>"$WAL_LOCK_FILE"
+	flock -w 600 "$fd" || { log "WAL: lock $WAL_LOCK_FILE still held after 600s"; exec {fd}>&-; return 1; }
+	"$@" || status=$?
+	exec {fd}>&-
+	return "$status"
+}
+
+# The scheduler's second loop: every WAL_SHIP_CHECK seconds, send the spool when a segment arrived.
+# A round with nothing new counts as good (the health check watches WAL_BEAT_FILE's age).
+wal_shipper() {
+	trap 'exit 0' TERM INT
+	offsite_setup || { log "WAL SHIP FAILED: the off-site settings are incomplete"; return 1; }
+	local now
+	while :; do
+		# The time before looking: a segment that lands after the look is newer than the mark.
+		now=$(date +%s)
+		if ! wal_pending; then
+			[ ! -e "$WAL_BEAT_FILE" ] || touch -d "@$now" "$WAL_BEAT_FILE"
+		elif ! with_wal_lock wal_ship; then
+			log "WAL: retrying in ${WAL_SHIP_CHECK}s"
+		fi
+		sleep "$WAL_SHIP_CHECK" &
+		wait $! || true
+	done
+}
+
+cmd_wal_ship() {
+	require_dir
+	require_offsite
+	pitr_enabled || die "no point-in-time recovery: POSTGRES_BACKUP_PASSWORD is empty"
+	with_wal_lock wal_ship || die "WAL SHIP FAILED (see above)"
+	log "WAL: sent $(cut -d' ' -f2 "$WAL_OK_FILE" 2>/dev/null) for base $(cut -d' ' -f1 "$WAL_BASE_FILE" 2>/dev/null)"
+}
+
+# After backup NAME (with a base backup) is verified and copied: the spool now continues NAME.
+# The spool is sent once more for the previous base first, so its WAL reaches NAME's start, then
+# segments before NAME's first one are removed from the spool (they are off-site, or no longer
+# needed without an off-site repository).
+wal_switch_base() { with_wal_lock wal_switch_base_locked "$1" || log "WAL: could not switch the spool to $1 (see above)"; }
+
+wal_switch_base_locked() {
+	local name=$1 start_wal sent=1 file
+	start_wal=$(pitr_value "$BACKUP_DIR/$name" start_wal)
+	if offsite_enabled && [ -s "$WAL_BASE_FILE" ]; then
+		wal_ship || sent=0
+	fi
+	write_line "$WAL_BASE_FILE" "$name $start_wal"
+	[ "$sent" = 1 ] || { log "WAL: the spool is kept whole (its last send failed)"; return 0; }
+	while IFS= read -r file; do
+		[[ "${file%.gz}" < "$start_wal" ]] && rm -f -- "${WAL_SPOOL_DIR:?}/$file"
+	done < <(find "$WAL_SPOOL_DIR" -mindepth 1 -maxdepth 1 -type f -name '[0-9A-F]*.gz' ! -name '*.history.gz' -printf '%f\n')
+	log "WAL: the spool continues $name (from segment $start_wal)"
+}
+
+# Without base backups (POSTGRES_BACKUP_PASSWORD empty) archived segments serve nothing: each
+# backup empties the spool, so it never holds more than one BACKUP_INTERVAL of WAL.
+wal_drop_spool() {
+	[ -d "$WAL_SPOOL_DIR" ] && [ -w "$WAL_SPOOL_DIR" ] || return 0
+	find "$WAL_SPOOL_DIR" -mindepth 1 -maxdepth 1 -type f -name '[0-9A-F]*.gz' -delete \
+		|| log "WAL: could not empty the spool $WAL_SPOOL_DIR"
+}
+
+# WAL snapshots: the newest of each base backup's, and none of a base backup no longer kept.
+wal_thin() {
+	local keep orphans
+	restic_run forget --tag drs-wal --group-by host,tags --keep-last 1 </dev/null >&2 \
+		|| { log "off-site: restic forget of WAL snapshots failed"; return 1; }
+	keep=$(restic_run snapshots --json --tag drs-backup </dev/null \
+		| jq -c '[.[].tags[] | select(startswith("backup-"))]') || return 1
+	orphans=$(restic_run snapshots --json --tag drs-wal </dev/null | jq -r --argjson keep "$keep" \
+		'.[] | select(([.tags[] | select(startswith("base:")) | ltrimstr("base:")] | .[0]) as $b
+		| ($keep | index($b)) == null) | .id') || return 1
+	[ -z "$orphans" ] || {
+		# shellcheck disable=SC2086 # snapshot ids: one word each
+		restic_run forget $orphans </dev/null >&2 || { log "off-site: restic forget of old WAL failed"; return 1; }
+	}
+}
+
+# Unhealthy once the shipper had no good round for 3 x WAL_ARCHIVE_TIMEOUT + 2 minutes.
+wal_healthcheck() {
+	local age limit=$((3 * WAL_ARCHIVE_TIMEOUT + 120))
+	[ -s "$WAL_BASE_FILE" ] && [ -e "$WAL_BEAT_FILE" ] || return 0
+	age=$(($(date +%s) - $(stat -c %Y "$WAL_BEAT_FILE")))
+	if [ "$age" -gt "$limit" ]; then
+		printf 'WAL SHIPPING STALLED: no good round for %ss (limit %ss); last sent: %s\n' "$age" "$limit" \
+			"$(cat "$WAL_OK_FILE" 2>/dev/null || echo none)"
+		exit 1
+	fi
+}
+
+wal_report() {
+	local base snapshot when
+	if [ -s "$WAL_OK_FILE" ]; then
+		read -r base snapshot when _ <"$WAL_OK_FILE"
+		printf 'off-site WAL: last sent %s (snapshot %s, continues %s); point-in-time restores reach that far\n' \
+			"$when" "$snapshot" "$base"
+	else
+		printf 'off-site WAL: none sent yet (after the first backup with a base backup)\n'
+	fi
+}
+
+# pitr-fetch TIME|latest: the newest base backup that ended before TIME, and the newest WAL
+# snapshot that continues it (its spool and media folder), into PITR_DIR, readable by the postgres
+# container's uid for pitr-prepare. Prints "NAME TARGET".
+cmd_pitr_fetch() {
+	local target=${1:-} epoch='' recovery=latest snaps base name end wal
+	[ -n "$target" ] || die "usage: pitr-fetch TIME|latest   (TIME: e.g. '2026-12-01 21:30:00 UTC')"
+	if [ "$target" != latest ]; then
+		epoch=$(date -u -d "$target" +%s) || die "TIME=$target is not a time (e.g. '2026-12-01 21:30:00 UTC')"
+		recovery=$(date -u -d "$target" '+%Y-%m-%d %H:%M:%S.%6N+00')
+	fi
+	require_dir
+	require_offsite
+	take_lock
+	snaps=$(restic_run snapshots --json --tag drs-backup </dev/null) || die "cannot list the copies in $(offsite_where) (see above)"
+	base=$(jq -r --arg e "$epoch" '[.[] | {id, name: (.tags[] | select(startswith("backup-"))),
+		end: (.tags[] | select(startswith("pitr-end:")) | ltrimstr("pitr-end:") | tonumber)}
+		| select($e == "" or .end <= ($e | tonumber))] | sort_by(.end) | last // empty
+		| "\(.id) \(.name) \(.end)"' <<<"$snaps")
+	[ -n "$base" ] || die "no base backup in $(offsite_where) ended before ${target}; the oldest restorable time is the end of the oldest one (offsite-snapshots)"
+	read -r base name end <<<"$base"
+	wal=$(restic_run snapshots --json --tag "drs-wal,base:$name" </dev/null | jq -r 'sort_by(.time) | last // empty | .id') \
+		|| die "cannot list the WAL in $(offsite_where) (see above)"
+	umask 022
+	rm -rf "$PITR_DIR"
+	mkdir -p "$PITR_DIR/wal"
+	log "point-in-time restore to $recovery: base backup $name (ended $(date -u -d "@$end" '+%Y-%m-%dT%H:%M:%SZ')), WAL snapshot ${wal:-none}"
+	if ! restic_run restore "$base:$BACKUP_DIR/$name" --target "$PITR_DIR/base" </dev/null >&2 \
+		|| ! (cd "$PITR_DIR/base" && sha256sum --quiet -c SHA256SUMS) >&2; then
+		rm -rf "$PITR_DIR"
+		die "could not fetch $name intact from $(offsite_where) (see above)"
+	fi
+	if [ -n "$wal" ]; then
+		restic_run restore "$wal" --target "$PITR_DIR/wal" </dev/null >&2 \
+			|| { rm -rf "$PITR_DIR"; die "could not fetch the WAL snapshot $wal from $(offsite_where) (see above)"; }
+	else
+		log "no WAL continues $name: the database comes back as that backup ended"
+	fi
+	chmod -R a+rX "$PITR_DIR"
+	printf '%s\n' "$recovery" >"$PITR_DIR/target"
+	log "fetched $name and $(find "$PITR_DIR/wal$WAL_SPOOL_DIR" -name '[0-9A-F]*.gz' 2>/dev/null | wc -l) WAL files"
+	printf '%s %s\n' "$name" "$recovery"
+}
+
+# pitr-prepare (the postgres image as uid 999, the data volume at PGDATA, the backups volume
+# read-only at BACKUP_DIR, the spool at WAL_SPOOL_DIR): PGDATA replaced by the fetched base
+# backup, set to replay the fetched WAL up to the target and then promote; the spool emptied
+# (its segments belong to the history being replaced).
+cmd_pitr_prepare() {
+	local target restore
+	[ -s "$PITR_DIR/target" ] || die "nothing fetched in $PITR_DIR: run pitr-fetch first"
+	[ -d "$PGDATA" ] && [ -w "$PGDATA" ] || die "$PGDATA is missing or not writable by uid $(id -u)"
+	target=$(cat "$PITR_DIR/target")
+	log "replacing $PGDATA with the base backup"
+	find "$PGDATA" -mindepth 1 -delete
+	tar -xzf "$PITR_DIR/base/base.tar.gz" -C "$PGDATA"
+	mkdir -p "$PGDATA/pg_wal" "$PGDATA/$PITR_WAL_DIR"
+	tar -xzf "$PITR_DIR/base/pg_wal.tar.gz" -C "$PGDATA/pg_wal"
+	if [ -d "$PITR_DIR/wal$WAL_SPOOL_DIR" ]; then
+		find "$PITR_DIR/wal$WAL_SPOOL_DIR" -mindepth 1 -maxdepth 1 -type f -name '[0-9A-F]*.gz' \
+			-exec cp -t "$PGDATA/$PITR_WAL_DIR" -- '{}' +
+	fi
+	chmod -R go-rwx "$PGDATA"
+	restore="f=$PGDATA/$PITR_WAL_DIR/%f.gz; test -f \$f && gzip -dc \$f > %p"
+	{
+		printf '# drs: point-in-time restore (pitr-finish removes these settings)\n'
+		printf "restore_command = '%s'\n" "$restore"
+		[ "$target" = latest ] || printf "recovery_target_time = '%s'\n" "$target"
+		printf "recovery_target_action = 'promote'\n"
+	} >>"$PGDATA/postgresql.auto.conf"
+	touch "$PGDATA/recovery.signal"
+	[ ! -d "$WAL_SPOOL_DIR" ] || find "$WAL_SPOOL_DIR" -mindepth 1 -delete
+	log "$PGDATA holds the base backup and $(find "$PGDATA/$PITR_WAL_DIR" -type f | wc -l) WAL files; recovering to $target on the next start"
+}
+
+# pitr-finish (in the postgres container, once promoted): the recovery settings and the fetched
+# WAL removed; prints the time of the last transaction replayed (the recovery point).
+cmd_pitr_finish() {
+	local -a su=(psql_q -U postgres -d postgres)
+	[ "$("${su[@]}" -c 'SELECT pg_is_in_recovery()')" = f ] || die "the server is still recovering"
+	"${su[@]}" -c 'ALTER SYSTEM RESET restore_command' -c 'ALTER SYSTEM RESET recovery_target_time' \
+		-c 'ALTER SYSTEM RESET recovery_target_action' -c 'SELECT pg_reload_conf()' >/dev/null
+	rm -rf "${PGDATA:?}/$PITR_WAL_DIR"
+	"${su[@]}" -c "SELECT coalesce(to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'none')"
+}
+
+# pitr-media (the backup service's uid): the media folder replaced by the fetched one (else by the
+# base backup's media.tar.gz); what was fetched removed; the spool waits for the next backup.
+cmd_pitr_media() {
+	local fetched="$PITR_DIR/wal$BACKUP_MEDIA_DIR"
+	require_dir
+	[ -s "$PITR_DIR/target" ] || die "nothing fetched in $PITR_DIR: run pitr-fetch first"
+	if [ -d "$fetched" ]; then
+		[ -d "$BACKUP_MEDIA_DIR" ] && [ -w "$BACKUP_MEDIA_DIR" ] || die "media folder $BACKUP_MEDIA_DIR is missing or not writable by uid $(id -u)"
+		find "$BACKUP_MEDIA_DIR" -mindepth 1 -delete
+		cp -a "$fetched/." "$BACKUP_MEDIA_DIR/"
+		log "media folder restored from the WAL snapshot ($(find "$BACKUP_MEDIA_DIR" -type f | wc -l) files)"
+	elif [ "${RESTORE_MEDIA:-1}" = 1 ]; then
+		restore_media "$PITR_DIR/base"
+	fi
+	rm -rf "$PITR_DIR" "$WAL_BASE_FILE" "$WAL_BEAT_FILE"
+}
+
 main() {
 	case "$(basename "$0")" in
 		backup) cmd_backup "$@" ;;
@@ -719,7 +1046,13 @@ main() {
 		offsite-check) cmd_offsite_check "$@" ;;
 		offsite-snapshots) cmd_offsite_snapshots "$@" ;;
 		offsite-fetch) cmd_offsite_fetch "$@" ;;
-		*) die "run me as backup, list-backups, restore, rotate-backups, backup-scheduler, backup-healthcheck, offsite-check, offsite-snapshots or offsite-fetch" ;;
+		wal-archive) cmd_wal_archive "$@" ;;
+		wal-ship) cmd_wal_ship "$@" ;;
+		pitr-fetch) cmd_pitr_fetch "$@" ;;
+		pitr-prepare) cmd_pitr_prepare "$@" ;;
+		pitr-finish) cmd_pitr_finish "$@" ;;
+		pitr-media) cmd_pitr_media "$@" ;;
+		*) die "run me as backup, list-backups, restore, rotate-backups, backup-scheduler, backup-healthcheck, offsite-check, offsite-snapshots, offsite-fetch, wal-archive, wal-ship, pitr-fetch, pitr-prepare, pitr-finish or pitr-media" ;;
 	esac
 }
 

@@ -108,3 +108,22 @@ def test_backup_dir_must_be_writable(containers, postgres_image):
     proc = containers.client(postgres_image, "bash", "-c", "BACKUP_DIR=/nonexistent backup")
     assert proc.returncode != 0
     assert "mount the backups volume there" in proc.stderr
+
+
+def test_wal_archive_spools_each_segment_once_and_never_overwrites(containers, postgres_image):
+    """The server's archive_command (docs/backups.md, "Point-in-time recovery"): a segment,
+    gzipped into the spool, group-readable for the backup service; archived again with the same
+    content it succeeds (PostgreSQL retries after a crash), with other content it fails."""
+    name = start(containers, postgres_image)
+    spool = "WAL_SPOOL_DIR=/backups/spool"
+    sh(name, "mkdir /backups/spool && head -c 65536 /dev/urandom > /tmp/seg "
+             "&& head -c 65536 /dev/urandom > /tmp/other")  # fmt: skip
+    sh(name, f"{spool} wal-archive /tmp/seg 000000010000000000000042")
+    assert sh(name, "stat -c %a /backups/spool/000000010000000000000042.gz").stdout.strip() == "640"
+    sh(name, "gzip -dc /backups/spool/000000010000000000000042.gz | cmp - /tmp/seg")
+    sh(name, f"{spool} wal-archive /tmp/seg 000000010000000000000042")
+    other = sh(name, f"{spool} wal-archive /tmp/other 000000010000000000000042", check=False)
+    assert other.returncode != 0
+    assert "not overwriting" in other.stderr, other.stderr
+    sh(name, "gzip -dc /backups/spool/000000010000000000000042.gz | cmp - /tmp/seg")
+    assert sh(name, "ls -A /backups/spool").stdout.split() == ["000000010000000000000042.gz"]

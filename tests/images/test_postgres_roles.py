@@ -218,7 +218,8 @@ def test_volume_of_the_previous_release_is_upgraded_in_place(
         == "2001"
     )
     assert app_sql(containers, postgres_image, new, MIGRATE_LIKE).splitlines()[-1] == "migrated"
-    # No role is left over from the upgrade; the superuser has no password at all.
+    # No role is left over from the upgrade; the superuser has no password at all; the backup
+    # role (base backups) exists without a password while POSTGRES_BACKUP_PASSWORD is unset.
     assert (
         socket_superuser(
             new,
@@ -226,7 +227,7 @@ def test_volume_of_the_previous_release_is_upgraded_in_place(
             "(rolpassword IS NULL), ',' ORDER BY rolname) FROM pg_authid "
             "WHERE rolname !~ '^pg_'",
         )
-        == "app:false:false,postgres:true:true"
+        == "app:false:false,drs_backup:false:true,postgres:true:true"
     )
     # A backup as the app role dumps everything (a table it could not read would fail it),
     # and restores.

@@ -44,7 +44,10 @@ compose_tags_file() { printf '%s.tags\n' "$1"; }
 # compose_recorded_tag ENV_FILE [KEY]: DRS_TAG (or KEY, e.g. DRS_PREVIOUS_TAG, DEBIAN_REFRESH)
 # from the tags file; empty when there is none.
 compose_recorded_tag() {
-	sed -n "s/^${2:-DRS_TAG}=//p" "$(compose_tags_file "$1")" 2>/dev/null | tail -n 1
+	local file
+	file=$(compose_tags_file "$1")
+	[ -r "$file" ] || return 0
+	sed -n "s/^${2:-DRS_TAG}=//p" "$file" | tail -n 1
 }
 
 # compose_prod_tag ENV_FILE: the tag a prod stack runs (recorded, else $DRS_TAG, else latest).

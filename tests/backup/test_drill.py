@@ -69,6 +69,13 @@ def api_user(stack: Stack) -> Client:
     return client
 
 
+def reconnected(client: Client, stack: Stack) -> Client:
+    """``client``'s token on a new client for the stack's nginx port as it is now."""
+    again = Client("https://" + stack.compose("port", "nginx", "8443").strip())
+    again.headers["Authorization"] = client.headers["Authorization"]
+    return again
+
+
 def wal_sent(stack: Stack, timeout: float = 300) -> None:
     """Until the WAL segment being written now is archived and sent off-site, by the server's
     archive_timeout and the shipper's own round (nothing forced)."""
@@ -171,8 +178,11 @@ def test_restore_to_a_time_between_two_writes(source, request):
     )
     assert titles == ["pitr first"], (titles, done.stdout[-2000:])
     assert psql(src, "SELECT pg_is_in_recovery()") == "f"
-    # The restored stack serves, and the same token (made before the time) still works.
+    # The restored stack serves, and the same token (made before the time) still works. The
+    # restore stopped nginx too, and this test's nginx port is an ephemeral one, given anew when
+    # it started again (a server's 443 stays): the client follows it.
     src.wait_healthy("web")
+    alice = reconnected(alice, src)
     assert alice.get("/api/me/").status_code == 200
     assert "the spool continues" in done.stderr, done.stderr[-2000:]
     record_figures(request, "point-in-time restore", seconds=round(took, 1), target=between)

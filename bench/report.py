@@ -132,10 +132,10 @@ def targets(summary: dict, extra: dict) -> list:
     )
     r1 = _ratio(_get(summary, "O", "S1", c32), _get(summary, "O", "N", c32))
     add("S1 / N (our nginx / stock nginx, same file), 32 conns", ">= 0.8", r1, r1 is not None and r1 >= 0.8)
-    off = _get(summary, "M", "S3", c32)
+    on, off = _get(summary, "C", "S3", c32), _get(summary, "M", "S3", c32)
     # Three decimals: 3% is the target, a ratio rounded to 0.97 could hide 0.965.
-    rm = round(s3 / off, 3) if s3 and off else None
-    add("S3 metrics on (O) / off (M), 32 conns", ">= 0.97", rm, rm is not None and rm >= 0.97)
+    rm = round(on / off, 3) if on and off else None
+    add("S3 metrics on (C) / off (M), 32 conns", ">= 0.97", rm, rm is not None and rm >= 0.97)
     r2 = _ratio(_get(summary, "O", "S2n", c32), _get(summary, "O", "S2d", c32))
     add("S2 via nginx / direct, ours, 32 conns", ">= 0.9", r2, r2 is not None and r2 >= 0.9)
     r4 = _ratio(_get(summary, "O", "S4c", c32), s3)
@@ -245,14 +245,20 @@ def wrk_table(summary: dict) -> list[str]:
 
 
 def variants_table(summary: dict) -> list[str]:
-    """Ours and the tail-latency variants on the same scenario: req/s, p50, p99."""
+    """The variants on the same scenario beside their yardstick C (ours, measured the same way)
+    and set-up O: req/s, p50, p99."""
     conn = str(CONNECTIONS[0])
     lines = [
-        f"| {VARIANT_SCENARIO}, {conn} conns | req/s | p50 ms | p99 ms | req/s / ours |",
+        f"| {VARIANT_SCENARIO}, {conn} conns | req/s | p50 ms | p99 ms | req/s / C |",
         "|---|---:|---:|---:|---:|",
     ]
-    ours = summary.get("O", {}).get(VARIANT_SCENARIO, {}).get(conn)
-    rows = [("O ours (2 workers x 4 threads, recycled every 50,000, GC threshold 20,000)", ours)]
+    ours = summary.get("C", {}).get(VARIANT_SCENARIO, {}).get(conn)
+    rows = [
+        (
+            "O ours (2 workers x 4 threads, recycled every 50,000, GC threshold 20,000), as set-up O",
+            summary.get("O", {}).get(VARIANT_SCENARIO, {}).get(conn),
+        )
+    ]
     rows += [
         (f"{k}: {VARIANTS[k]['what']}", summary.get(k, {}).get(VARIANT_SCENARIO, {}).get(conn))
         for k in VARIANT_ORDER

@@ -1,5 +1,5 @@
-"""What is measured: the web service's set-ups (A, B, O, and M: ours with the app's metrics off)
-and the scenarios (N, S1-S7), and running every scenario of one set-up on fresh web and nginx
+"""What is measured: the web service's set-ups (A, B, O) and the scenarios (N, S1-S7), and
+running every scenario of one set-up on fresh web and nginx containers.
 containers."""
 
 from __future__ import annotations
@@ -42,14 +42,6 @@ SETUPS = {
         "what": "ours: gunicorn config/gunicorn.conf.py (gthread, WEB_CONCURRENCY x GUNICORN_THREADS), "
         "CONN_MAX_AGE=60",
     },
-    # The price of the app's Prometheus metrics (on in O, the default): O with DJANGO_METRICS=0.
-    "M": {
-        "label": "M ours, metrics off",
-        "command": "gunicorn",
-        "conn_max_age": "60",
-        "env": {"BENCH_METRICS": "0"},
-        "what": "ours with the app's metrics off (DJANGO_METRICS=0): S3 only, beside O's S3",
-    },
 }
 
 # name: (description, target, wrk mode, path). target "nginx", "direct" (gunicorn's port),
@@ -76,9 +68,7 @@ OURS_ONLY = {"N", "S1", "S4c"}
 # The deep page of S4 and S4c: page 200 of the full dataset; a page that exists on a small
 # (BENCH_QUICK) one.
 DEEP_PAGE = min(200, max(1, POSTS // 20))
-# Set-up M measures only these (the metrics' cost on the main API scenario).
-METRICS_OFF_SCENARIOS = {"S3"}
-SETUP_ORDER = [s for s in os.environ.get("BENCH_SETUPS", "A,B,O,M").split(",") if s]
+SETUP_ORDER = [s for s in os.environ.get("BENCH_SETUPS", "A,B,O").split(",") if s]
 SCENARIO_ORDER = [s for s in os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s]
 
 
@@ -159,8 +149,6 @@ def run_setup(stack: Stack, key: str, data: dict, results: list, round_no: int) 
         check_static(urls["nginx"], data["static_path"])
     for name in SCENARIO_ORDER:
         if name in OURS_ONLY and key != "O":
-            continue
-        if key == "M" and name not in METRICS_OFF_SCENARIOS:
             continue
         path = SCENARIOS[name][3] or scenario_path(name, data)
         for connections in CONNECTIONS:

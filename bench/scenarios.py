@@ -1,6 +1,5 @@
 """What is measured: the web service's set-ups (A, B, O) and the scenarios (N, S1-S7), and
-running every scenario of one set-up on fresh web and nginx containers.
-containers."""
+running every scenario of one set-up on fresh web and nginx containers."""
 
 from __future__ import annotations
 

@@ -180,6 +180,10 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     assert namespace["keepalive"] == 90
     assert namespace["worker_class"] == "gthread"
     assert namespace["accesslog"] is None
+    assert namespace["preload_app"] is True
+    monkeypatch.setenv("GUNICORN_PRELOAD", "0")
+    namespace = runpy.run_path(str(Path(__file__).parent.parent / "config" / "gunicorn.conf.py"))
+    assert namespace["preload_app"] is False
 
 
 @pytest.mark.django_db

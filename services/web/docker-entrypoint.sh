@@ -13,8 +13,8 @@ log() { printf '[web] %s\n' "$*" >&2; }
 web_require_env() {
 	# The production guard in config/settings.py names the variable; this is the early,
 	# friendlier twin for the two a container cannot run without.
-	if [ "${DJANGO_DEBUG:-0}" != 1 ] && [ -z "${DJANGO_SECRET_KEY:-}" ]; then
-		log "error: DJANGO_SECRET_KEY is not set; put one in compose/prod.env (make prod-env makes one)"
+	if [ "${DJANGO_DEBUG:-0}" != 1 ] && [ -z "${DJANGO_SECRET_KEY:-}" ] && [ -z "${DJANGO_SECRET_KEY_FILE:-}" ]; then
+		log "error: DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set; put one in compose/prod.env (make prod-env makes one)"
 		exit 1
 	fi
 }

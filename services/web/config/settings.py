@@ -12,7 +12,7 @@ import sys
 from datetime import timedelta
 from email.utils import getaddresses
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -31,10 +31,44 @@ def _rate(name: str, default: str) -> str | None:
     return None if value.lower() in {"", "off", "none", "0"} else value
 
 
+def _secret_file(name: str) -> str:
+    """The content of the file ``NAME_FILE`` names (a Docker secret under /run/secrets:
+    docs/swarm.md), without its final newline; empty when ``NAME_FILE`` is not set."""
+    path = env.str(f"{name}_FILE", default="")
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}_FILE={path} cannot be read: {exc}") from exc
+
+
+def _secret(name: str) -> str:
+    """A secret from ``NAME`` or from ``NAME_FILE``, as the official images' ``*_FILE``
+    variables: setting both is an error."""
+    if env.str(name, default="") and env.str(f"{name}_FILE", default=""):
+        raise ImproperlyConfigured(f"{name} and {name}_FILE are both set; set one of them")
+    return _secret_file(name) or env.str(name, default="")
+
+
+def _with_password(url: str, password: str) -> str:
+    """url with password put in (a Redis URL whose password comes from a file)."""
+    if not url or not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password:
+        raise ImproperlyConfigured(
+            f"{parts.scheme} URL has a password and REDIS_PASSWORD_FILE is set; keep one"
+        )
+    user = quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
 # --- Core -------------------------------------------------------------------------------------
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+SECRET_KEY = _secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY and (DEBUG or TESTING):
     # Development and tests only: the production guard below refuses an empty key.
     SECRET_KEY = "dev-only-not-secret-" + "x" * 40
@@ -133,6 +167,9 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 # Persistent connections, checked before reuse so a restarted database is survived.
+# DATABASE_PASSWORD_FILE: the password read from a file (a Docker secret), not in the URL.
+if _db_password := _secret_file("DATABASE_PASSWORD"):
+    DATABASES["default"]["PASSWORD"] = _db_password
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Longest one SQL statement may run, in milliseconds (0: no limit); PostgreSQL cancels it and
@@ -150,7 +187,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 # --- Cache (Redis when REDIS_URL is set, else local memory) -------------------------------------
 
-REDIS_URL = env.str("REDIS_URL", default="")
+# REDIS_PASSWORD_FILE: the password read from a file (a Docker secret) and put into REDIS_URL and
+# CELERY_BROKER_URL, which then carry none.
+REDIS_PASSWORD_FROM_FILE = _secret_file("REDIS_PASSWORD")
+REDIS_URL = _with_password(env.str("REDIS_URL", default=""), REDIS_PASSWORD_FROM_FILE)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -371,7 +411,11 @@ EXPORT_MIN_FREE_PERCENT = env.float("EXPORT_MIN_FREE_PERCENT", default=5.0)
 
 # --- Celery -----------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "memory://"
+CELERY_BROKER_URL = (
+    _with_password(env.str("CELERY_BROKER_URL", default=""), REDIS_PASSWORD_FROM_FILE)
+    or REDIS_URL
+    or "memory://"
+)
 # No broker configured: run tasks in-process, so the app works with nothing else installed.
 CELERY_TASK_ALWAYS_EAGER = env.bool(
     "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL == "memory://"

@@ -34,7 +34,15 @@ SECRET_VARS = (
     "OFFSITE_SSH_KEY",
 )
 DATA_SERVICES = ("postgres", "redis")
-DROPPED_KEYS = ("build", "depends_on", "env_file", "restart", "security_opt", "shm_size", "profiles")
+DROPPED_KEYS = (
+    "build",
+    "depends_on",
+    "env_file",
+    "restart",
+    "security_opt",
+    "shm_size",
+    "profiles",
+)
 
 
 def die(message: str) -> None:
@@ -137,7 +145,10 @@ def job_command(spec: dict, name: str, stack: str) -> list[str]:
         cmd += ["--network", f"{stack}_{network}"]
     names = spec.get("x-secret-names", {})
     for secret in spec.get("secrets", []):
-        fields = [f"source={names[secret['source']]}", f"target={secret.get('target', secret['source'])}"]
+        fields = [
+            f"source={names[secret['source']]}",
+            f"target={secret.get('target', secret['source'])}",
+        ]
         fields += [f"{k}={secret[k]}" for k in ("uid", "gid") if k in secret]
         if "mode" in secret:
             fields.append(f"mode=0{secret['mode']:o}")

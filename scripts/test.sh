@@ -15,6 +15,9 @@
 #   backup   backup, verification, restore, truncated backup refused, rotation, off-site copies to an
 #            SFTP server on the stack's offsite network (disruptive)
 #   deploy   make deploy under load with zero failed requests, then make rollback (disruptive)
+#   swarm    the prod stack on a single-node Docker Swarm made by the suite (tests/swarm): deploy,
+#            smoke through nginx, rolling update, automatic rollback, scale, secret rotation
+#            under load; the swarm is left afterwards, also on failure
 #   bench    make bench BENCH_QUICK=1 (last in `all`): checks the benchmark harness works, never speed
 #   dev      `make dev` itself, from a copy of the tree under its own project name (tests/dev);
 #            in `all` it runs after django, before the prod stack
@@ -22,7 +25,7 @@
 # ran at least the tests tests/expected-counts.txt names, and skipped none not listed in
 # tests/allowed-skips.txt. It ends with "N passed, N failed"; any "FAIL stage ..." line above it
 # names what failed, and the exit status is non-zero.
-# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|bench|clean]
+# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|swarm|bench|clean]
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -238,6 +241,25 @@ stage_bench_quick() {
 	stage_status bench "$status"
 }
 
+# The prod stack on a single-node swarm of this Docker (tests/swarm makes the swarm and leaves
+# it). Its env file and certificates, like stage_stack's; nginx on free ports (host mode).
+stage_swarm() {
+	local name="drs-swarm-$RUN_ID" dir
+	dir="$ROOT/.cache/$name"
+	CURRENT_STAGE=swarm
+	log "Docker Swarm (tests/swarm)"
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	scripts/prod-env.sh "$dir/swarm.env" >/dev/null
+	scripts/certs-selfsigned.sh localhost "$dir/certs" >/dev/null
+	local edited
+	edited=$(sed -e 's/^HTTP_PORT=.*/HTTP_PORT=/' -e 's/^HTTPS_PORT=.*/HTTPS_PORT=/' "$dir/swarm.env")
+	printf '%s\nTLS_CERTS_DIR=%s\n' "$edited" "$dir/certs" >"$dir/swarm.env"
+	SWARM_STACK="$name" SWARM_ENV_FILE="$dir/swarm.env" E2E_CA_BUNDLE="$dir/certs/ca.pem" \
+		pytest_run swarm tests/swarm -q
+	rm -rf "$dir"
+}
+
 stage_clean() {
 	local p
 	for p in $(docker compose ls -a --format json 2>/dev/null | python3 -c \
@@ -265,13 +287,15 @@ main() {
 			stage_django
 			stage_dev
 			stage_stack "${STACK_SUITES[@]}"
+			stage_swarm
 			stage_bench_quick
 			;;
 		lint | images | django | dev) "stage_$what" ;;
 		bench) stage_bench_quick ;;
+		swarm) stage_swarm ;;
 		e2e | tls | backup | deploy) stage_stack "$what" ;;
 		faults | fuzz | hardening | abuse) stage_stack "$what" ;;
-		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|bench|clean]" >&2; exit 64 ;;
+		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|swarm|bench|clean]" >&2; exit 64 ;;
 	esac
 	log "summary"
 	verdict_done=1

@@ -19,6 +19,25 @@ web_require_env() {
 	fi
 }
 
+# gunicorn as PID 1's child. GUNICORN_STOP_DELAY seconds (0: none): on SIGTERM, go on serving that
+# long before gunicorn's graceful stop. On a swarm a task leaves the service's DNS as the signal
+# comes; nginx (upstream-watch, every second) needs a moment to stop sending it new requests.
+web_gunicorn() {
+	local delay="${GUNICORN_STOP_DELAY:-0}" pid status=0
+	if [ "$delay" = 0 ]; then
+		exec gunicorn --config config/gunicorn.conf.py config.wsgi:application "$@"
+	fi
+	gunicorn --config config/gunicorn.conf.py config.wsgi:application "$@" &
+	pid=$!
+	# shellcheck disable=SC2064 # expand now: the pid and delay of this very gunicorn
+	trap "log 'stopping in ${delay}s'; sleep '$delay'; kill -TERM '$pid' 2>/dev/null || true" TERM INT
+	while :; do
+		wait "$pid" && status=0 || status=$?
+		kill -0 "$pid" 2>/dev/null || break
+	done
+	exit "$status"
+}
+
 web_migrate() {
 	if python manage.py migrate --check >/dev/null 2>&1; then
 		log "migrations: nothing to apply"
@@ -41,7 +60,7 @@ main() {
 		gunicorn)
 			shift || true
 			web_require_env
-			exec gunicorn --config config/gunicorn.conf.py config.wsgi:application "$@"
+			web_gunicorn "$@"
 			;;
 		runserver)
 			shift

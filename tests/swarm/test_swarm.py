@@ -1,8 +1,8 @@
 """The prod stack on a single-node Docker Swarm (docs/swarm.md): deployed from the same compose
 files, served through nginx, with secrets as Docker secrets; web updated, rolled back by its
 health check, scaled 1 -> 4 -> 1, and the Django secret key rotated, each under a read/write
-load through nginx with 0 failed requests (tests/deploy/deploylib.Load: every request sent once,
-the only retry one that provably never reached nginx)."""
+load through nginx with 0 failed requests (the Load of tests/deploy/deploylib.py: every request
+sent once, the only retry one that provably never reached nginx)."""
 
 import json
 import os

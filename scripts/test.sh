@@ -118,6 +118,9 @@ stage_lint() {
 	check "shellcheck ($scripts shell scripts, found by name and shebang)" hook shellcheck
 	check "compose config (dev)" scripts/compose.sh dev config -q
 	check "compose config (prod)" scripts/compose.sh --env-file compose/prod.env.example prod config -q
+	cp compose/prod.env.example "$RESULTS/lint-swarm.env"
+	check "swarm stack file renders from the compose files (scripts/swarm.sh render)" \
+		env PROD_ENV="$RESULTS/lint-swarm.env" scripts/swarm.sh render
 	check "nginx -t (nginx image)" docker run --rm --network none --add-host web:127.0.0.1 \
 		--read-only --tmpfs /tmp:uid=33,gid=33 -e NGINX_UPSTREAM_WATCH=0 "drs/nginx:$DRS_TAG" nginx -e stderr -t
 	rm -rf "$RESULTS/lint-certs"
@@ -257,6 +260,8 @@ stage_swarm() {
 	printf '%s\nTLS_CERTS_DIR=%s\n' "$edited" "$dir/certs" >"$dir/swarm.env"
 	SWARM_STACK="$name" SWARM_ENV_FILE="$dir/swarm.env" E2E_CA_BUNDLE="$dir/certs/ca.pem" \
 		pytest_run swarm tests/swarm -q
+	# The suite removes its stack and volumes; this catches what a killed run left.
+	docker volume ls -q --filter "label=com.docker.stack.namespace=$name" | xargs docker volume rm -f >/dev/null 2>&1 || true
 	rm -rf "$dir"
 }
 

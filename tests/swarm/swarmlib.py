@@ -118,7 +118,11 @@ class SwarmStack:
     def teardown(self) -> None:
         docker("stack", "rm", self.name, check=False)
         deadline = time.monotonic() + 180
-        while self.all_container_ids() and time.monotonic() < deadline:
+        # Until every task's container is gone, stopped ones too: they hold the volumes.
+        while time.monotonic() < deadline and docker(
+            "ps", "-a", "-q", "--filter", f"label=com.docker.stack.namespace={self.name}",
+            check=False,
+        ).split():  # fmt: skip
             time.sleep(2)
         for volume in docker(
             "volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={self.name}",

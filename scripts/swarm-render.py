@@ -103,6 +103,16 @@ def fix_service(name: str, service: dict, registry: str) -> None:
             secret["mode"] = int(secret["mode"], 8)  # rendered "0400"; the schema wants a number
 
 
+def attach_test_network(config: dict, network: str) -> None:
+    """Tests only (tests/swarm): nginx publishes no port on the node and joins the existing
+    attachable overlay network `network`, where the suite's client reaches it directly."""
+    nginx = config["services"]["nginx"]
+    nginx.pop("ports", None)
+    networks = nginx.setdefault("networks", {})
+    networks["drs_test_clients"] = None
+    config.setdefault("networks", {})["drs_test_clients"] = {"external": True, "name": network}
+
+
 def render(config: dict, registry: str) -> tuple[dict, dict]:
     config.pop("name", None)
     for key in [k for k in config if k.startswith("x-")]:  # the files' anchors, secrets in them
@@ -124,6 +134,9 @@ def render(config: dict, registry: str) -> tuple[dict, dict]:
     secrets = config.get("secrets") or {}
     secrets.pop("ca_bundle", None)  # image builds only
     services.pop("flower", None)  # its password is not a Docker secret yet (docs/swarm.md)
+    test_network = os.environ.get("SWARM_TEST_NETWORK", "")
+    if test_network:
+        attach_test_network(config, test_network)
     config["version"] = "3.9"
     return config, migrate
 

@@ -246,7 +246,8 @@ stage_bench_quick() {
 }
 
 # The prod stack on a single-node swarm of this Docker (tests/swarm makes the swarm and leaves
-# it). Its env file and certificates, like stage_stack's; nginx on free ports (host mode).
+# it). Its env file and certificates, like stage_stack's. nginx publishes no port on the node:
+# the suite reaches it through a relay on an overlay network it makes, on 127.0.0.1 only.
 stage_swarm() {
 	local name="drs-swarm-$RUN_ID" dir
 	dir="$ROOT/.cache/$name"
@@ -256,9 +257,7 @@ stage_swarm() {
 	mkdir -p "$dir"
 	scripts/prod-env.sh "$dir/swarm.env" >/dev/null
 	scripts/certs-selfsigned.sh localhost "$dir/certs" >/dev/null
-	local edited
-	edited=$(sed -e 's/^HTTP_PORT=.*/HTTP_PORT=/' -e 's/^HTTPS_PORT=.*/HTTPS_PORT=/' "$dir/swarm.env")
-	printf '%s\nTLS_CERTS_DIR=%s\n' "$edited" "$dir/certs" >"$dir/swarm.env"
+	printf 'TLS_CERTS_DIR=%s\n' "$dir/certs" >>"$dir/swarm.env"
 	SWARM_STACK="$name" SWARM_ENV_FILE="$dir/swarm.env" E2E_CA_BUNDLE="$dir/certs/ca.pem" \
 		pytest_run swarm tests/swarm -q
 	# The suite removes its stack and volumes; this catches what a killed run left.

@@ -44,7 +44,37 @@ class SwarmStack:
             "PROD_ENV": self.env_file,
             "DRS_TAG": self.tag,
             "SWARM_ADVERTISE_ADDR": "127.0.0.1",
+            "SWARM_TEST_NETWORK": self.client_network,
         }
+
+    @property
+    def client_network(self) -> str:
+        """The attachable overlay network the suite makes: nginx joins it instead of publishing
+        a port on the node, the relay (the suite's client) reaches nginx there."""
+        return f"{self.name}_clients"
+
+    @property
+    def relay(self) -> str:
+        return f"{self.name}-relay"
+
+    def start_relay(self) -> int:
+        """The relay container (tests/swarm/relay.py): published on 127.0.0.1 only, joined to the
+        client network; returns its port on the host."""
+        relay_py = str(Path(__file__).with_name("relay.py"))
+        docker(
+            "run", "-d", "--name", self.relay, "--read-only", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges", "-p", "127.0.0.1::8443",
+            "-v", f"{relay_py}:/relay.py:ro", "--entrypoint", "python",
+            f"drs/web:{self.tag}", "/relay.py", self.service("nginx"),
+        )  # fmt: skip
+        docker("network", "connect", self.client_network, self.relay)
+        out = docker("port", self.relay, "8443/tcp")
+        return int(out.splitlines()[0].rsplit(":", 1)[1])
+
+    def relay_address(self) -> str:
+        """The relay's own address on the client network: the client address nginx sees."""
+        fmt = f'{{{{(index .NetworkSettings.Networks "{self.client_network}").IPAddress}}}}'
+        return docker("inspect", "--format", fmt, self.relay).strip()
 
     def swarm(self, *args: str, timeout: float = DEPLOY_TIMEOUT) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -110,12 +140,8 @@ class SwarmStack:
             f"{service}: not {want}/{want} after {timeout}s ({self.replicas(service)})"
         )
 
-    def nginx_port(self, target: str) -> int:
-        cid = self.container_ids("nginx")[0]
-        out = docker("port", cid, target)
-        return int(out.splitlines()[0].rsplit(":", 1)[1])
-
     def teardown(self) -> None:
+        docker("rm", "-f", self.relay, check=False)
         docker("stack", "rm", self.name, check=False)
         deadline = time.monotonic() + 180
         # Until every task's container is gone, stopped ones too: they hold the volumes.
@@ -133,6 +159,7 @@ class SwarmStack:
             "secret", "ls", "-q", "--filter", f"label=drs.stack={self.name}", check=False
         ).split():
             docker("secret", "rm", secret, check=False)
+        docker("network", "rm", self.client_network, check=False)
 
 
 def swarm_state() -> str:

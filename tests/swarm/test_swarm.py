@@ -6,6 +6,7 @@ sent once, the only retry one that provably never reached nginx)."""
 
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -47,6 +48,7 @@ def stack():
         started = time.time()
         init = s.swarm("init", timeout=120)
         assert init.returncode == 0, init.stderr
+        docker("network", "create", "--driver", "overlay", "--attachable", s.client_network)
         deploy = s.swarm("deploy")
         Path(os.environ.get("TEST_RESULTS", "/tmp"), "swarm-deploy.log").write_text(
             deploy.stdout + deploy.stderr
@@ -55,6 +57,13 @@ def stack():
         record_timing(f"swarm: init + first deploy {time.time() - started:.0f}s")
         yield s
     finally:
+        results = Path(os.environ.get("TEST_RESULTS", "/tmp"))
+        for service in ("nginx", "web"):  # with timestamps: what happened when, for a failure
+            with (results / f"swarm-{service}.log").open("w") as out:
+                subprocess.run(
+                    ["docker", "service", "logs", "--timestamps", "--raw", s.service(service)],
+                    stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False,
+                )  # fmt: skip
         s.teardown()
         docker("swarm", "leave", "--force", check=False)
         docker("network", "rm", "docker_gwbridge", check=False)  # what swarm init made
@@ -64,7 +73,9 @@ def stack():
 
 @pytest.fixture(scope="session")
 def base_url(stack) -> str:
-    return f"https://localhost:{stack.nginx_port('8443/tcp')}"
+    """The suite's client is the relay on the client network (nginx publishes no port on the
+    node): https://localhost:PORT, PORT on 127.0.0.1."""
+    return f"https://localhost:{stack.start_relay()}"
 
 
 @pytest.fixture(scope="session")
@@ -198,9 +209,9 @@ def test_no_secret_in_any_environment(stack):
 
 
 def test_django_sees_the_client_address(stack, base_url):
-    """nginx publishes in host mode: the address Django throttles by (DRF's client address, from
-    nginx's X-Forwarded-For) is the one nginx saw, the host's own address on docker_gwbridge
-    for a client on this host, never an ingress (routing mesh) address."""
+    """The address Django throttles by (DRF's client address, from nginx's X-Forwarded-For) is
+    the client's own: the relay's address on the overlay network it shares with nginx, never a
+    routing mesh (ingress) address, never a gateway's."""
     marker = uuid.uuid4().hex
     with Client(base_url) as anon:
         anon.headers["X-Request-ID"] = marker
@@ -209,20 +220,17 @@ def test_django_sees_the_client_address(stack, base_url):
     nginx = stack.container_ids("nginx")[0]
     lines = [json.loads(line) for line in docker("logs", nginx).splitlines() if marker in line]
     assert lines, "nginx did not log the request"
-    seen_by_nginx = lines[0]["remote_addr"]
-    gateway = json.loads(docker("network", "inspect", "docker_gwbridge"))[0]["IPAM"]["Config"][0][
-        "Gateway"
-    ]
-    assert seen_by_nginx == gateway
+    client = stack.relay_address()
+    assert client
+    assert lines[0]["remote_addr"] == client
     redis = stack.container_ids("redis")[0]
     keys = docker(
         "exec", redis, "sh", "-c",
         'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" '
         'redis-cli -n 1 --scan --pattern "*throttle_anon_*"',
     ).split()  # fmt: skip
-    assert any(key.endswith(f"throttle_anon_{gateway}") for key in keys), keys
-    ingress = json.loads(docker("network", "inspect", "ingress"))[0]["IPAM"]["Config"][0]["Subnet"]
-    assert not gateway.startswith(ingress.rsplit(".", 2)[0] + ".")
+    assert any(key.endswith(f"throttle_anon_{client}") for key in keys), keys
+    assert docker("port", nginx).strip() == ""  # nothing published on the node
 
 
 def test_rolling_update_of_web_under_load(stack, base_url, users, images):

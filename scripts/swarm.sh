@@ -13,7 +13,7 @@
 #   scripts/swarm.sh rm                remove the stack (volumes and secrets are kept)
 # Settings: PROD_ENV (compose/prod.env), SWARM_STACK (drs), DRS_TAG (the images' tag; default the
 # git commit), REGISTRY (host:port/prefix the nodes pull from; empty: local images, one node),
-# SWARM_ADVERTISE_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
+# SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -42,7 +42,8 @@ cmd_init() {
 		log "this Docker is already in a swarm"
 	else
 		log "docker swarm init"
-		docker swarm init ${SWARM_ADVERTISE_ADDR:+--advertise-addr "$SWARM_ADVERTISE_ADDR"} >/dev/null
+		docker swarm init ${SWARM_ADVERTISE_ADDR:+--advertise-addr "$SWARM_ADVERTISE_ADDR"} \
+			${SWARM_LISTEN_ADDR:+--listen-addr "$SWARM_LISTEN_ADDR"} >/dev/null
 	fi
 	docker node update --label-add drs.data=true --label-add drs.media=true "$(docker info --format '{{.Swarm.NodeID}}')" >/dev/null
 	log "node $(docker info --format '{{.Name}}') labelled drs.data=true drs.media=true"

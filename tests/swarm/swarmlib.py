@@ -44,6 +44,7 @@ class SwarmStack:
             "PROD_ENV": self.env_file,
             "DRS_TAG": self.tag,
             "SWARM_ADVERTISE_ADDR": "127.0.0.1",
+            "SWARM_LISTEN_ADDR": "127.0.0.1:2377",  # the manager's port on loopback only
             "SWARM_TEST_NETWORK": self.client_network,
         }
 

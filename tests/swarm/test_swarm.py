@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -94,31 +96,38 @@ def images(stack) -> dict[str, str]:
     return {"base": base, "v2": v2, "bad": bad}
 
 
+@dataclass
+class Users:
+    load: list[User]
+    # A new exporter for each load, as in tests/deploy: a load asks for up to MAX_EXPORTS
+    # exports, and the daily export quota (EXPORT_MAX_PER_USER_PER_DAY) counts per user.
+    new_exporter: Callable[[], User]
+
+
 @pytest.fixture(scope="module")
-def users(make_user) -> list[User]:
-    made = []
-    for i in range(THREADS + 1):
-        c = make_user(f"swarm{i}")
+def users(make_user) -> Users:
+    def seeded(name: str) -> User:
+        c = make_user(name)
         r = c.post("/api/posts/", json={"title": f"swarm seed {uuid.uuid4().hex}", "body": "x"})
         assert r.status_code == 201, r.text
-        made.append(User(c.username, c.headers["Authorization"].split(" ", 1)[1], r.json()["id"]))
-    return made
+        return User(c.username, c.headers["Authorization"].split(" ", 1)[1], r.json()["id"])
+
+    return Users([seeded(f"swarm{i}") for i in range(THREADS)], lambda: seeded("exports"))
 
 
 def under_load(stack, base_url, users, name: str, action) -> Load:
     """action() under the load; asserts 0 failed requests, retries bounded and unseen by nginx,
     every export done. Returns the load for more checks."""
     logs = NginxLogs(stack)
-    load = Load(
-        base_url, users[:THREADS], users[THREADS], prefix=f"swarm {name} {uuid.uuid4().hex[:6]}"
-    )
+    exporter = users.new_exporter()
+    load = Load(base_url, users.load, exporter, prefix=f"swarm {name} {uuid.uuid4().hex[:6]}")
     started = time.time()
     with load:
         time.sleep(3)
         action()
         time.sleep(3)
     entries = logs.collect()
-    exports = wait_exports_done(base_url, users[THREADS], load.export_ids)
+    exports = wait_exports_done(base_url, exporter, load.export_ids)
     record_timing(
         f"swarm {name}: {time.time() - started:.0f}s, {len(load.done)} requests ok, "
         f"{len(load.failures)} failed, {retry_summary(load)}, {len(exports)} exports"

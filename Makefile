@@ -111,6 +111,31 @@ update: ## Patch day: refresh the base image, rebuild every image with the newes
 certs-selfsigned: ## Self-signed CA + certificate for DOMAIN=... (default localhost) into certs/ for trying TLS
 	@scripts/certs-selfsigned.sh "$(or $(DOMAIN),localhost)" "$(or $(CERTS_DIR),certs)"
 
+## Docker Swarm: the prod stack on one or more nodes (docs/swarm.md; SWARM_STACK, REGISTRY)
+.PHONY: swarm-init swarm-render swarm-deploy swarm-rollback swarm-ps swarm-logs
+swarm-init: ## Make this Docker a swarm manager (if it is not) and label it for data and media
+	@$(SETUP)
+	@scripts/swarm.sh init
+
+swarm-render: ## Write the stack file rendered from the compose files to $(PROD_ENV).stack.json
+	@scripts/swarm.sh render
+
+swarm-deploy: ## Deploy or update the swarm stack: secrets, Postgres/Redis, migrations job, rolling update
+	@$(SETUP)
+	@scripts/swarm.sh deploy
+
+swarm-rollback: ## Roll the swarm stack's app services back to their previous spec (one step)
+	@$(CHECK)
+	@scripts/swarm.sh rollback
+
+swarm-ps: ## List the swarm stack's tasks, their nodes and states
+	@$(CHECK)
+	@scripts/swarm.sh ps
+
+swarm-logs: ## Follow a swarm service's logs (SERVICE=web by default)
+	@$(CHECK)
+	@scripts/swarm.sh logs $(SERVICE)
+
 ## Operating a stack (STACK=dev by default, STACK=prod for the prod stack)
 .PHONY: ps logs migrate makemigrations createsuperuser shell psql readyz
 ps: ## List the stack's containers and their health
@@ -163,7 +188,7 @@ outdated: ## List the locked Python packages that have a newer release on PyPI (
 	@scripts/outdated.py
 
 ## Testing
-.PHONY: lint test test-lint test-images test-django test-dev test-e2e test-tls test-backup test-deploy test-bench test-hardening test-fuzz test-abuse test-faults
+.PHONY: lint test test-lint test-images test-django test-dev test-e2e test-tls test-backup test-deploy test-swarm test-bench test-hardening test-fuzz test-abuse test-faults
 lint: ## Lint only (the same as test-lint)
 	@scripts/test.sh lint
 
@@ -205,6 +230,9 @@ test-backup: ## Backup, verification, restore (checksums identical), truncated b
 
 test-deploy: ## make deploy under a read/write request loop with zero failures, exports finish, make rollback, make update
 	@scripts/test.sh deploy
+
+test-swarm: ## Prod stack on a single-node swarm of this Docker: smoke, rolling update, auto-rollback, scale, secret rotation under load
+	@scripts/test.sh swarm
 
 ## Benchmarks
 .PHONY: bench

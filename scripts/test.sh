@@ -17,6 +17,10 @@
 #            SFTP server on the stack's offsite network (disruptive); point-in-time restore and the
 #            rebuild drill on stacks of their own (tests/backup/test_drill.py)
 #   deploy   make deploy under load with zero failed requests, then make rollback (disruptive)
+#   swarm    the prod stack on a single-node Docker Swarm made by the suite (tests/swarm): deploy,
+#            smoke through nginx, rolling update, automatic rollback, scale, secret rotation
+#            under load; the swarm is left afterwards, also on failure. In `all` after the
+#            stack suites (their stack is down by then), alone: a swarm changes Docker's networks
 #   bench    make bench BENCH_QUICK=1 (last in `all`): checks the benchmark harness works, never speed
 #   dev      `make dev` itself, from a copy of the tree under its own project name (tests/dev);
 #            in `all` it runs after django, before the prod stack
@@ -24,7 +28,7 @@
 # ran at least the tests tests/expected-counts.txt names, and skipped none not listed in
 # tests/allowed-skips.txt. It ends with "N passed, N failed"; any "FAIL stage ..." line above it
 # names what failed, and the exit status is non-zero.
-# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|bench|clean]
+# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|swarm|bench|clean]
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -117,6 +121,9 @@ stage_lint() {
 	check "shellcheck ($scripts shell scripts, found by name and shebang)" hook shellcheck
 	check "compose config (dev)" scripts/compose.sh dev config -q
 	check "compose config (prod)" scripts/compose.sh --env-file compose/prod.env.example prod config -q
+	cp compose/prod.env.example "$RESULTS/lint-swarm.env"
+	check "swarm stack file renders from the compose files (scripts/swarm.sh render)" \
+		env PROD_ENV="$RESULTS/lint-swarm.env" scripts/swarm.sh render
 	check "nginx -t (nginx image)" docker run --rm --network none --add-host web:127.0.0.1 \
 		--read-only --tmpfs /tmp:uid=33,gid=33 -e NGINX_UPSTREAM_WATCH=0 "drs/nginx:$DRS_TAG" nginx -e stderr -t
 	rm -rf "$RESULTS/lint-certs"
@@ -256,6 +263,26 @@ stage_bench_quick() {
 	stage_status bench "$status"
 }
 
+# The prod stack on a single-node swarm of this Docker (tests/swarm makes the swarm and leaves
+# it). Its env file and certificates, like stage_stack's. nginx publishes no port on the node:
+# the suite reaches it through a relay on an overlay network it makes, on 127.0.0.1 only.
+stage_swarm() {
+	local name="drs-swarm-$RUN_ID" dir
+	dir="$ROOT/.cache/$name"
+	CURRENT_STAGE=swarm
+	log "Docker Swarm (tests/swarm)"
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	scripts/prod-env.sh "$dir/swarm.env" >/dev/null
+	scripts/certs-selfsigned.sh localhost "$dir/certs" >/dev/null
+	printf 'TLS_CERTS_DIR=%s\n' "$dir/certs" >>"$dir/swarm.env"
+	SWARM_STACK="$name" SWARM_ENV_FILE="$dir/swarm.env" E2E_CA_BUNDLE="$dir/certs/ca.pem" \
+		pytest_run swarm tests/swarm -q
+	# The suite removes its stack and volumes; this catches what a killed run left.
+	docker volume ls -q --filter "label=com.docker.stack.namespace=$name" | xargs docker volume rm -f >/dev/null 2>&1 || true
+	rm -rf "$dir"
+}
+
 stage_clean() {
 	local p
 	for p in $(docker compose ls -a --format json 2>/dev/null | python3 -c \
@@ -283,13 +310,15 @@ main() {
 			stage_django
 			stage_dev
 			stage_stack "${STACK_SUITES[@]}"
+			stage_swarm
 			stage_bench_quick
 			;;
 		lint | images | django | dev) "stage_$what" ;;
 		bench) stage_bench_quick ;;
+		swarm) stage_swarm ;;
 		e2e | tls | backup | deploy) stage_stack "$what" ;;
 		faults | fuzz | hardening | abuse) stage_stack "$what" ;;
-		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|bench|clean]" >&2; exit 64 ;;
+		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|swarm|bench|clean]" >&2; exit 64 ;;
 	esac
 	log "summary"
 	verdict_done=1

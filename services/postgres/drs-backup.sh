@@ -39,7 +39,8 @@
 # restoring it into a scratch database and comparing row counts; a failed one is renamed
 # failed-backup-... and never counts as a backup. What a killed run leaves (a .tmp-backup-* folder, a
 # scratch database) is removed by the next run. Connection: the libpq variables (PGHOST, PGUSER,
-# PGPASSWORD, PGDATABASE), defaulting to POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB.
+# PGPASSWORD, PGDATABASE), defaulting to POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB; the
+# password may come from a file instead (PGPASSWORD_FILE: a Docker secret, docs/swarm.md).
 set -Eeuo pipefail
 umask 077
 
@@ -79,7 +80,10 @@ PITR_WAL_DIR=.drs-restore-wal
 BACKUP_ROLE=drs_backup
 export PGUSER="${PGUSER:-${POSTGRES_USER:-postgres}}"
 export PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-$PGUSER}}"
-if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
+if [ -z "${PGPASSWORD:-}" ] && [ -n "${PGPASSWORD_FILE:-}" ]; then
+	PGPASSWORD=$(cat "$PGPASSWORD_FILE")
+	export PGPASSWORD
+elif [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
 	export PGPASSWORD="$POSTGRES_PASSWORD"
 fi
 export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-10}"

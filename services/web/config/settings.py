@@ -12,7 +12,8 @@ import sys
 from datetime import timedelta
 from email.utils import getaddresses
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import NoReturn
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -31,10 +32,60 @@ def _rate(name: str, default: str) -> str | None:
     return None if value.lower() in {"", "off", "none", "0"} else value
 
 
+def _refuse(message: str) -> NoReturn:
+    """Stop start-up with one line naming the variable and how to set it.
+
+    Printed here (not only as the SystemExit message) so the line also reaches the log when a
+    gunicorn or Celery child process, whose exit message nobody prints, is the one stopping.
+    """
+    print(f"configuration error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def _secret_file(name: str) -> str:
+    """The content of the file ``NAME_FILE`` names (a Docker secret under /run/secrets:
+    docs/swarm.md), without its final newline; empty when ``NAME_FILE`` is not set."""
+    path = env.str(f"{name}_FILE", default="")
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        _refuse(
+            f"{name}_FILE is {path!r}, which cannot be read ({reason}); set it to a readable "
+            f"file holding the value (a Docker secret: /run/secrets/NAME), or unset it"
+        )
+
+
+def _secret(name: str) -> str:
+    """A secret from ``NAME`` or from ``NAME_FILE``, as the official images' ``*_FILE``
+    variables: setting both is refused."""
+    if env.str(name, default="") and env.str(f"{name}_FILE", default=""):
+        _refuse(f"{name} and {name}_FILE are both set; set only one of them")
+    return _secret_file(name) or env.str(name, default="")
+
+
+def _with_password(variable: str, url: str, password: str, password_variable: str) -> str:
+    """The URL in ``variable`` with ``password`` (read from the file ``password_variable``
+    names) put in; a URL that has a password of its own is refused."""
+    if not url or not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password:
+        _refuse(
+            f"{variable} has a password and {password_variable} is set; set only one of them "
+            f"(take the password out of {variable}, or unset {password_variable})"
+        )
+    user = quote(parts.username or "", safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
 # --- Core -------------------------------------------------------------------------------------
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+SECRET_KEY = _secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY and (DEBUG or TESTING):
     # Development and tests only: the production guard below refuses an empty key.
     SECRET_KEY = "dev-only-not-secret-" + "x" * 40
@@ -133,6 +184,14 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 # Persistent connections, checked before reuse so a restarted database is survived.
+# DATABASE_PASSWORD_FILE: the password read from a file (a Docker secret), not in the URL.
+if _db_password := _secret_file("DATABASE_PASSWORD"):
+    if DATABASES["default"].get("PASSWORD"):
+        _refuse(
+            "DATABASE_URL has a password and DATABASE_PASSWORD_FILE is set; set only one of them "
+            "(take the password out of DATABASE_URL, or unset DATABASE_PASSWORD_FILE)"
+        )
+    DATABASES["default"]["PASSWORD"] = _db_password
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Longest one SQL statement may run, in milliseconds (0: no limit); PostgreSQL cancels it and
@@ -150,7 +209,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 # --- Cache (Redis when REDIS_URL is set, else local memory) -------------------------------------
 
-REDIS_URL = env.str("REDIS_URL", default="")
+# REDIS_PASSWORD_FILE: the password read from a file (a Docker secret) and put into REDIS_URL and
+# CELERY_BROKER_URL, which then carry none.
+REDIS_PASSWORD_FROM_FILE = _secret_file("REDIS_PASSWORD")
+REDIS_URL = _with_password(
+    "REDIS_URL", env.str("REDIS_URL", default=""), REDIS_PASSWORD_FROM_FILE, "REDIS_PASSWORD_FILE"
+)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -382,7 +446,16 @@ EXPORT_MIN_FREE_PERCENT = env.float("EXPORT_MIN_FREE_PERCENT", default=5.0)
 
 # --- Celery -----------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "memory://"
+CELERY_BROKER_URL = (
+    _with_password(
+        "CELERY_BROKER_URL",
+        env.str("CELERY_BROKER_URL", default=""),
+        REDIS_PASSWORD_FROM_FILE,
+        "REDIS_PASSWORD_FILE",
+    )
+    or REDIS_URL
+    or "memory://"
+)
 # No broker configured: run tasks in-process, so the app works with nothing else installed.
 CELERY_TASK_ALWAYS_EAGER = env.bool(
     "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL == "memory://"
@@ -568,16 +641,6 @@ LOGGING["handlers"]["mail_admins"] = {
 LOGGING["loggers"]["django"] = {"handlers": ["mail_admins"], "level": "INFO"}
 
 # --- Production guard -------------------------------------------------------------------------
-
-
-def _refuse(message: str) -> None:
-    """Stop start-up with one line naming the variable and how to set it.
-
-    Printed here (not only as the SystemExit message) so the line also reaches the log when a
-    gunicorn or Celery child process, whose exit message nobody prints, is the one stopping.
-    """
-    print(f"configuration error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(1)
 
 
 if REQUEST_LOG not in {"all", "errors"}:

@@ -129,3 +129,78 @@ def test_production_guard_also_applies_to_manage_py():
     assert result.stderr.strip().splitlines() == [
         line for line in result.stderr.strip().splitlines() if "DJANGO_SECRET_KEY" in line
     ]
+
+
+# --- Secrets read from files (*_FILE: Docker secrets on a swarm, docs/swarm.md) ---------------
+
+PRINT_SECRETS = (
+    "import django, redis; django.setup(); from django.conf import settings as s; "
+    "from config.celery import app; "
+    "print(s.SECRET_KEY); print(s.DATABASES['default']['PASSWORD']); "
+    "print(redis.Redis.from_url(s.REDIS_URL).connection_pool.connection_kwargs['password']); "
+    "print(redis.Redis.from_url(app.conf.broker_url).connection_pool.connection_kwargs['password'])"
+)
+
+
+@pytest.fixture
+def secret_files(tmp_path):
+    """The three secrets as files (a trailing newline, as `echo` or an editor leaves one), and
+    a production environment that names them instead of holding the values."""
+    values = {
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "DATABASE_PASSWORD": "db pass/with:odd@chars" + secrets.token_hex(4),
+        "REDIS_PASSWORD": "redis/pass:with@odd chars%" + secrets.token_hex(4),
+    }
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DJANGO_SECRET_KEY"}
+    env["DATABASE_URL"] = "postgres://u@localhost:5432/db"
+    for name, value in values.items():
+        path = tmp_path / name.lower()
+        path.write_text(value + "\n", encoding="utf-8")
+        env[f"{name}_FILE"] = str(path)
+    return values, env
+
+
+def test_secrets_are_read_from_their_files(secret_files):
+    """The key, the database password and the Redis password (into the cache's URL and the
+    broker's, quoted so that any character survives) come from the files, newline dropped."""
+    values, env = secret_files
+    result = run(PRINT_SECRETS, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        values["DJANGO_SECRET_KEY"],
+        values["DATABASE_PASSWORD"],
+        values["REDIS_PASSWORD"],
+        values["REDIS_PASSWORD"],
+    ]
+
+
+@pytest.mark.parametrize("name", ["DJANGO_SECRET_KEY", "DATABASE_PASSWORD", "REDIS_PASSWORD"])
+def test_a_missing_secret_file_stops_start_up_with_one_line(secret_files, tmp_path, name):
+    _, env = secret_files
+    missing = tmp_path / "not-there"
+    result = run(PRINT_SETTINGS, {**env, f"{name}_FILE": str(missing)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"configuration error: {name}_FILE is '{missing}'")
+    assert "No such file" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"DJANGO_SECRET_KEY": secrets.token_urlsafe(64)}, "DJANGO_SECRET_KEY"),
+        ({"DATABASE_URL": "postgres://u:p@localhost:5432/db"}, "DATABASE_URL"),
+        ({"REDIS_URL": "redis://:p@localhost:6379/0"}, "REDIS_URL"),
+    ],
+)
+def test_a_secret_both_in_the_environment_and_in_a_file_is_refused(secret_files, change, variable):
+    """Which one would win is not guessed: start-up stops, naming both."""
+    _, env = secret_files
+    result = run(PRINT_SETTINGS, {**env, **change})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"configuration error: {variable} ")
+    assert "_FILE" in lines[0]
+    assert "set only one of them" in lines[0]

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# The prod stack on Docker Swarm (docs/swarm.md), from the same compose files as `make prod-up`:
+# docker-compose.yml + docker-compose.prod.yml + compose/swarm.yml, rendered through
+# scripts/compose.sh into a stack file (scripts/swarm-render.py fixes what stack deploy rejects).
+#   scripts/swarm.sh init              make this Docker a swarm manager (if it is not) and label this
+#                                      node for the data services and media (drs.data, drs.media)
+#   scripts/swarm.sh render            write the stack file ($PROD_ENV.stack.json) and stop
+#   scripts/swarm.sh deploy            secrets, images (pushed to $REGISTRY if set), Postgres and
+#                                      Redis, the migrations job, then every service (rolling)
+#   scripts/swarm.sh rollback          each app service back to its previous spec (one step only)
+#   scripts/swarm.sh ps                the stack's tasks
+#   scripts/swarm.sh logs [SERVICE]    follow a service's logs (default web)
+#   scripts/swarm.sh rm                remove the stack (volumes and secrets are kept)
+# Settings: PROD_ENV (compose/prod.env), SWARM_STACK (drs), DRS_TAG (the images' tag; default the
+# git commit), REGISTRY (host:port/prefix the nodes pull from; empty: local images, one node),
+# SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
+set -Eeuo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PROD_ENV="${PROD_ENV:-compose/prod.env}"
+STACK="${SWARM_STACK:-drs}"
+TIMEOUT="${SWARM_TIMEOUT:-600}"
+SECRETS="django_secret_key:DJANGO_SECRET_KEY postgres_password:POSTGRES_PASSWORD redis_password:REDIS_PASSWORD"
+APP_SERVICES="web worker beat nginx backup"
+
+log() { printf '[swarm] %s\n' "$*" >&2; }
+die() { printf 'swarm.sh: error: %s\n' "$*" >&2; exit 1; }
+
+swarm_tag() {
+	if [ -n "${DRS_TAG:-}" ] && [ "$DRS_TAG" != latest ]; then
+		printf '%s\n' "$DRS_TAG"
+	else
+		git rev-parse --short HEAD 2>/dev/null || die "not a git checkout: set DRS_TAG=..."
+	fi
+}
+
+swarm_active() { [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ]; }
+
+cmd_init() {
+	if swarm_active; then
+		log "this Docker is already in a swarm"
+	else
+		log "docker swarm init"
+		docker swarm init ${SWARM_ADVERTISE_ADDR:+--advertise-addr "$SWARM_ADVERTISE_ADDR"} \
+			${SWARM_LISTEN_ADDR:+--listen-addr "$SWARM_LISTEN_ADDR"} >/dev/null
+	fi
+	docker node update --label-add drs.data=true --label-add drs.media=true "$(docker info --format '{{.Swarm.NodeID}}')" >/dev/null
+	log "node $(docker info --format '{{.Name}}') labelled drs.data=true drs.media=true"
+}
+
+# env_value NAME: NAME's value in the env file (the last one wins, as in compose).
+env_value() { sed -n "s/^$1=//p" "$PROD_ENV" | tail -n 1; }
+
+# Docker secrets are immutable: each value gets a name with its content's hash, so a new value
+# is a new secret and the services move to it in a rolling update (docs/swarm.md, "Rotation").
+secrets_ensure() {
+	local pair key var value hash name
+	for pair in $SECRETS; do
+		key=${pair%%:*} var=${pair#*:}
+		value=$(env_value "$var")
+		[ -n "$value" ] || die "$var is empty in $PROD_ENV"
+		hash=$(printf '%s' "$value" | sha256sum | cut -c1-12)
+		name="${STACK}_${key}_${hash}"
+		if ! docker secret inspect "$name" >/dev/null 2>&1; then
+			log "secret $name (new)"
+			printf '%s' "$value" | docker secret create --label "drs.stack=$STACK" "$name" - >/dev/null
+		fi
+		export "DRS_SECRET_$(printf '%s' "$key" | tr '[:lower:]' '[:upper:]')=$name"
+	done
+}
+
+# The secrets' names are content hashes: computed here without creating any (render only).
+secrets_names() {
+	local pair key var hash
+	for pair in $SECRETS; do
+		key=${pair%%:*} var=${pair#*:}
+		hash=$(env_value "$var" | tr -d '\n' | sha256sum | cut -c1-12)
+		export "DRS_SECRET_$(printf '%s' "$key" | tr '[:lower:]' '[:upper:]')=${STACK}_${key}_${hash}"
+	done
+}
+
+cmd_render() {
+	[ -f "$PROD_ENV" ] || die "$PROD_ENV does not exist (run 'make prod-env' first)"
+	[ -n "${DRS_SECRET_DJANGO_SECRET_KEY:-}" ] || secrets_names
+	[ -z "$(env_value OFFSITE_REPOSITORY)" ] || die "off-site copies are not in the swarm stack yet (docs/swarm.md, 'Known limits'); empty OFFSITE_REPOSITORY"
+	scripts/compose.sh --project "$STACK" --env-file "$PROD_ENV" --tag "$(swarm_tag)" prod \
+		-f compose/swarm.yml config --format json \
+		| DRS_SECRET_VALUES_FILE="$PROD_ENV" python3 scripts/swarm-render.py \
+			"$PROD_ENV.stack.json" "$PROD_ENV.migrate.json"
+	log "stack file: $PROD_ENV.stack.json (migrations job: $PROD_ENV.migrate.json)"
+}
+
+images_push() {
+	local tag=$1 image
+	[ -n "${REGISTRY:-}" ] || return 0
+	for image in web worker nginx postgres redis; do
+		log "push ${REGISTRY%/}/drs/$image:$tag"
+		docker tag "drs/$image:$tag" "${REGISTRY%/}/drs/$image:$tag"
+		docker push -q "${REGISTRY%/}/drs/$image:$tag" >/dev/null
+	done
+}
+
+# wait_replicas SERVICE...: until each service of the stack runs all its tasks (healthy: a task
+# with a health check counts as running only once it passed) and no update is under way.
+wait_replicas() {
+	local deadline service line state
+	deadline=$(($(date +%s) + TIMEOUT))
+	for service in "$@"; do
+		while :; do
+			line=$(docker service ls --filter "name=${STACK}_$service" --format '{{.Name}} {{.Replicas}}' \
+				| awk -v n="${STACK}_$service" '$1 == n {print $2}')
+			state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' \
+				"${STACK}_$service" 2>/dev/null || true)
+			case "$state" in
+				updating | rollback_started) ;;
+				rollback_completed | rollback_paused | paused)
+					die "${STACK}_$service: update $state ($(docker service inspect --format '{{.UpdateStatus.Message}}' "${STACK}_$service"))" ;;
+				*) [ -n "$line" ] && [ "${line%%/*}" = "${line#*/}" ] && break ;;
+			esac
+			[ "$(date +%s)" -lt "$deadline" ] || die "${STACK}_$service not ready within ${TIMEOUT}s (replicas ${line:-none}, update ${state:-none})"
+			sleep 2
+		done
+		log "${STACK}_$service: $line"
+	done
+}
+
+cmd_deploy() {
+	local tag
+	tag=$(swarm_tag)
+	swarm_active || die "this Docker is not in a swarm: run 'make swarm-init' first"
+	secrets_ensure
+	images_push "$tag"
+	cmd_render
+	log "deploy $STACK (tag $tag): Postgres and Redis first"
+	python3 scripts/swarm-render.py data "$PROD_ENV.stack.json" "$PROD_ENV.data.json"
+	docker stack deploy --with-registry-auth -c "$PROD_ENV.data.json" "$STACK" >/dev/null
+	wait_replicas postgres redis
+	log "migrations job"
+	SWARM_TIMEOUT="$TIMEOUT" python3 scripts/swarm-render.py job "$PROD_ENV.migrate.json" "$STACK" "$tag"
+	log "every service (rolling update: web starts new tasks before stopping old ones)"
+	docker stack deploy --with-registry-auth -c "$PROD_ENV.stack.json" "$STACK" >/dev/null
+	# shellcheck disable=SC2086 # a list of names
+	wait_replicas postgres redis $APP_SERVICES
+	log "deployed $STACK at tag $tag"
+}
+
+cmd_rollback() {
+	local service
+	for service in $APP_SERVICES; do
+		log "rollback ${STACK}_$service"
+		docker service rollback --detach "${STACK}_$service" >/dev/null
+	done
+	# shellcheck disable=SC2086 # a list of names
+	wait_replicas $APP_SERVICES
+}
+
+main() {
+	case "${1:-}" in
+		init) cmd_init ;;
+		render) cmd_render ;;
+		deploy) cmd_deploy ;;
+		rollback) cmd_rollback ;;
+		ps) docker stack ps --format 'table {{.Name}}\t{{.Image}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' "$STACK" ;;
+		logs) exec docker service logs -f --tail 100 "${STACK}_${2:-web}" ;;
+		rm) docker stack rm "$STACK" ;;
+		*) die "usage: scripts/swarm.sh init|render|deploy|rollback|ps|logs [SERVICE]|rm" ;;
+	esac
+}
+
+main "$@"

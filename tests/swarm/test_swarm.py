@@ -1,0 +1,311 @@
+"""The prod stack on a single-node Docker Swarm (docs/swarm.md): deployed from the same compose
+files, served through nginx, with secrets as Docker secrets; web updated, rolled back by its
+health check, scaled 1 -> 4 -> 1, and the Django secret key rotated, each under a read/write
+load through nginx with 0 failed requests (the Load of tests/deploy/deploylib.py: every request
+sent once, the only retry one that provably never reached nginx)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from swarmlib import SwarmStack, build_test_image, docker, swarm_state
+
+from conftest import Client, record_timing
+
+# deploylib's request load, nginx log follower and retry evidence (tests/deploy).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+from deploylib import (
+    Load,
+    NginxLogs,
+    User,
+    evidence_problems,
+    retry_summary,
+    wait_exports_done,
+)
+
+THREADS = 4
+MAX_RETRIES = 10  # as tests/deploy: nginx reloads as web tasks come and go
+APP_SERVICES = {"postgres", "redis", "web", "worker", "beat", "backup", "nginx"}
+
+
+@pytest.fixture(scope="session")
+def stack():
+    name, env_file = os.environ.get("SWARM_STACK"), os.environ.get("SWARM_ENV_FILE")
+    if not name or not env_file:
+        pytest.fail(
+            "SWARM_STACK/SWARM_ENV_FILE are not set: run these tests with `make test-swarm`"
+        )
+    if swarm_state() != "inactive":
+        pytest.fail("this Docker is already in a swarm: the suite makes and leaves its own")
+    tag = os.environ.get("DRS_TAG", "latest")
+    s = SwarmStack(name, env_file, tag)
+    try:
+        started = time.time()
+        init = s.swarm("init", timeout=120)
+        assert init.returncode == 0, init.stderr
+        docker("network", "create", "--driver", "overlay", "--attachable", s.client_network)
+        deploy = s.swarm("deploy")
+        Path(os.environ.get("TEST_RESULTS", "/tmp"), "swarm-deploy.log").write_text(
+            deploy.stdout + deploy.stderr
+        )
+        assert deploy.returncode == 0, deploy.stderr[-3000:]
+        record_timing(f"swarm: init + first deploy {time.time() - started:.0f}s")
+        yield s
+    finally:
+        results = Path(os.environ.get("TEST_RESULTS", "/tmp"))
+        for service in ("nginx", "web"):  # with timestamps: what happened when, for a failure
+            with (results / f"swarm-{service}.log").open("w") as out:
+                subprocess.run(
+                    ["docker", "service", "logs", "--timestamps", "--raw", s.service(service)],
+                    stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False,
+                )  # fmt: skip
+        s.teardown()
+        docker("swarm", "leave", "--force", check=False)
+        docker("network", "rm", "docker_gwbridge", check=False)  # what swarm init made
+        for suffix in ("v2", "unhealthy"):
+            docker("image", "rm", f"drs/web:{tag}-{suffix}", check=False)
+
+
+@pytest.fixture(scope="session")
+def base_url(stack) -> str:
+    """The suite's client is the relay on the client network (nginx publishes no port on the
+    node): https://localhost:PORT, PORT on 127.0.0.1."""
+    return f"https://localhost:{stack.start_relay()}"
+
+
+@pytest.fixture(scope="session")
+def images(stack) -> dict[str, str]:
+    """web images for the updates: v2 (the same code, a new image) and one whose health check
+    always fails."""
+    base = f"drs/web:{stack.tag}"
+    v2, bad = f"{base}-v2", f"{base}-unhealthy"
+    build_test_image(v2, f"FROM {base}\nLABEL drs.swarm-test=v2\n")
+    build_test_image(
+        bad,
+        f"FROM {base}\nUSER root\n"
+        "RUN printf '#!/bin/sh\\nexit 1\\n' > /usr/local/bin/docker-healthcheck\n"
+        "USER 10001:10001\n",
+    )
+    return {"base": base, "v2": v2, "bad": bad}
+
+
+@dataclass
+class Users:
+    load: list[User]
+    # A new exporter for each load, as in tests/deploy: a load asks for up to MAX_EXPORTS
+    # exports, and the daily export quota (EXPORT_MAX_PER_USER_PER_DAY) counts per user.
+    new_exporter: Callable[[], User]
+
+
+@pytest.fixture(scope="module")
+def users(make_user) -> Users:
+    def seeded(name: str) -> User:
+        c = make_user(name)
+        r = c.post("/api/posts/", json={"title": f"swarm seed {uuid.uuid4().hex}", "body": "x"})
+        assert r.status_code == 201, r.text
+        return User(c.username, c.headers["Authorization"].split(" ", 1)[1], r.json()["id"])
+
+    return Users([seeded(f"swarm{i}") for i in range(THREADS)], lambda: seeded("exports"))
+
+
+def under_load(stack, base_url, users, name: str, action) -> Load:
+    """action() under the load; asserts 0 failed requests, retries bounded and unseen by nginx,
+    every export done. Returns the load for more checks."""
+    logs = NginxLogs(stack)
+    exporter = users.new_exporter()
+    load = Load(base_url, users.load, exporter, prefix=f"swarm {name} {uuid.uuid4().hex[:6]}")
+    started = time.time()
+    with load:
+        time.sleep(3)
+        action()
+        time.sleep(3)
+    entries = logs.collect()
+    exports = wait_exports_done(base_url, exporter, load.export_ids)
+    record_timing(
+        f"swarm {name}: {time.time() - started:.0f}s, {len(load.done)} requests ok, "
+        f"{len(load.failures)} failed, {retry_summary(load)}, {len(exports)} exports"
+    )
+    assert load.done, "the load sent nothing"
+    assert load.failures == [], "\n".join(map(str, load.failures[:20]))
+    assert len(load.retries) <= MAX_RETRIES, [vars(r) for r in load.retries]
+    assert evidence_problems(load, entries) == []
+    assert set(exports.values()) <= {"done"}, exports
+    return load
+
+
+def test_stack_deployed_from_the_compose_files(stack):
+    """Every service of the prod compose stack (migrate runs as a job) runs all its tasks; the
+    stack file was rendered, not written by hand: no build, no depends_on, no top-level name."""
+    rendered = json.loads(Path(stack.env_file + ".stack.json").read_text(encoding="utf-8"))
+    assert set(rendered["services"]) == APP_SERVICES
+    assert "name" not in rendered
+    for service in rendered["services"].values():
+        assert not {"build", "depends_on", "env_file"} & set(service)
+    names = set(stack_services(stack))
+    assert names == {stack.service(s) for s in APP_SERVICES}
+    for service in APP_SERVICES:
+        replicas = stack.replicas(service)
+        assert replicas.split("/")[0] == replicas.split("/")[1], (service, replicas)
+    assert stack.replicas("beat") == "1/1"
+
+
+def stack_services(stack) -> list[str]:
+    return docker("stack", "services", "--format", "{{.Name}}", stack.name).split()
+
+
+def test_migrations_ran_once_as_a_job(stack):
+    """Every migration is applied (the job ran before web started) and no job is left behind."""
+    plan = stack.manage(
+        "from django.core.management import call_command; call_command('showmigrations', '--plan')"
+    )
+    assert "[X]" in plan, plan
+    assert "[ ]" not in plan, plan
+    leftovers = docker(
+        "service", "ls", "--format", "{{.Name}}", "--filter", f"name={stack.name}_migrate"
+    ).split()
+    assert leftovers == []
+
+
+def test_e2e_smoke_through_nginx(stack, base_url, make_user):
+    """HTTPS through nginx: health, a write and a read, an export written by the worker into the
+    media volume and served by nginx (X-Accel-Redirect)."""
+    with Client(base_url) as anon:
+        assert anon.get("/healthz").status_code == 200
+    alice = make_user("alice")
+    r = alice.post("/api/posts/", json={"title": "hello swarm", "body": "b"})
+    assert r.status_code == 201, r.text
+    assert alice.get(f"/api/posts/{r.json()['id']}/").json()["title"] == "hello swarm"
+    r = alice.post("/api/exports/", json={"format": "csv"})
+    assert r.status_code == 202, r.text
+    export_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        export = alice.get(f"/api/exports/{export_id}/").json()
+        if export["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    assert export["status"] == "done", export
+    r = alice.get(f"/api/exports/{export_id}/download/", headers={"Accept-Encoding": "identity"})
+    assert r.status_code == 200
+    assert "hello swarm" in r.text
+
+
+def test_no_secret_in_any_environment(stack):
+    """No secret's value in any container's or service's environment (docker inspect): the
+    containers read them from /run/secrets (*_FILE)."""
+    values = [
+        v
+        for k, v in stack.env_values().items()
+        if k in ("DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
+    ]
+    assert len(values) == 3
+    assert all(len(v) >= 16 for v in values)
+    ids = stack.all_container_ids()
+    assert len(ids) >= len(APP_SERVICES)
+    inspected = docker("inspect", *ids) + docker("service", "inspect", *stack_services(stack))
+    for value in values:
+        assert value not in inspected
+    web = stack.container_ids("web")[0]
+    files = docker("exec", web, "ls", "/run/secrets").split()
+    assert sorted(files) == ["django_secret_key", "postgres_password", "redis_password"]
+
+
+def test_django_sees_the_client_address(stack, base_url):
+    """The address Django throttles by (DRF's client address, from nginx's X-Forwarded-For) is
+    the client's own: the relay's address on the overlay network it shares with nginx, never a
+    routing mesh (ingress) address, never a gateway's."""
+    marker = uuid.uuid4().hex
+    with Client(base_url) as anon:
+        anon.headers["X-Request-ID"] = marker
+        assert anon.get("/api/posts/").status_code == 200
+    time.sleep(2)  # nginx flushes its access log every second
+    nginx = stack.container_ids("nginx")[0]
+    lines = [json.loads(line) for line in docker("logs", nginx).splitlines() if marker in line]
+    assert lines, "nginx did not log the request"
+    client = stack.relay_address()
+    assert client
+    assert lines[0]["remote_addr"] == client
+    redis = stack.container_ids("redis")[0]
+    keys = docker(
+        "exec", redis, "sh", "-c",
+        'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" '
+        'redis-cli -n 1 --scan --pattern "*throttle_anon_*"',
+    ).split()  # fmt: skip
+    assert any(key.endswith(f"throttle_anon_{client}") for key in keys), keys
+    assert docker("port", nginx).strip() == ""  # nothing published on the node
+
+
+def test_rolling_update_of_web_under_load(stack, base_url, users, images):
+    """docker service update --image (what a deploy does to web): start-first, health-gated."""
+
+    def update():
+        docker("service", "update", "--detach", "--image", images["v2"], stack.service("web"))
+        stack.wait_converged("web", 2)
+
+    under_load(stack, base_url, users, "rolling update of web", update)
+    assert stack.update_state("web") == "completed"
+    assert stack.running_images("web") == {images["v2"]}
+
+
+def test_unhealthy_image_is_rolled_back_under_load(stack, base_url, users, images):
+    """An image whose health check fails never takes traffic; the update rolls back by itself."""
+
+    def update():
+        docker("service", "update", "--detach", "--image", images["bad"], stack.service("web"))
+        deadline = time.monotonic() + 600
+        while stack.update_state("web") != "rollback_completed" and time.monotonic() < deadline:
+            time.sleep(2)
+        stack.wait_converged("web", 2)
+
+    under_load(stack, base_url, users, "unhealthy image rolled back", update)
+    assert stack.update_state("web") == "rollback_completed"
+    assert stack.running_images("web") == {images["v2"]}
+
+
+def test_scale_web_1_4_1_under_load(stack, base_url, users):
+    def scale():
+        for n in (1, 4, 1):
+            docker("service", "scale", "--detach", f"{stack.service('web')}={n}")
+            stack.wait_converged("web", n)
+            time.sleep(3)
+
+    under_load(stack, base_url, users, "scale web 1-4-1", scale)
+    assert len(stack.container_ids("web")) == 1
+
+
+def test_secret_rotation_under_load(stack, base_url, users):
+    """A new DJANGO_SECRET_KEY in the env file, then `scripts/swarm.sh deploy`: a new secret
+    under a new (content-hashed) name, the Django services moved to it by rolling update."""
+    before = {s["SecretName"] for s in secrets_of(stack, "web")}
+    values = stack.env_values()
+    new_key = uuid.uuid4().hex + uuid.uuid4().hex
+    env_file = Path(stack.env_file)
+    text = env_file.read_text(encoding="utf-8")
+    old = f"DJANGO_SECRET_KEY={values['DJANGO_SECRET_KEY']}\n"
+    assert text.count(old) == 1
+    env_file.write_text(text.replace(old, f"DJANGO_SECRET_KEY={new_key}\n"), encoding="utf-8")
+
+    def deploy():
+        done = stack.swarm("deploy")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    under_load(stack, base_url, users, "secret rotation (swarm.sh deploy)", deploy)
+    after = {s["SecretName"] for s in secrets_of(stack, "web")}
+    changed = after - before
+    assert len(changed) == 1, (before, after)
+    assert next(iter(changed)).startswith(f"{stack.name}_django_secret_key_")
+    web = stack.container_ids("web")[0]
+    assert docker("exec", web, "cat", "/run/secrets/django_secret_key") == new_key
+
+
+def secrets_of(stack, service: str) -> list[dict]:
+    return stack.service_inspect(service)["Spec"]["TaskTemplate"]["ContainerSpec"].get(
+        "Secrets", []
+    )

@@ -21,7 +21,13 @@ cd "$ROOT"
 PROD_ENV="${PROD_ENV:-compose/prod.env}"
 STACK="${SWARM_STACK:-drs}"
 TIMEOUT="${SWARM_TIMEOUT:-600}"
+# Docker secrets, from the env file's values: the first three are required; the others are made
+# only when set (scripts/swarm-render.py hands each to the services that use it as NAME_FILE).
 SECRETS="django_secret_key:DJANGO_SECRET_KEY postgres_password:POSTGRES_PASSWORD redis_password:REDIS_PASSWORD"
+OPTIONAL_SECRETS="postgres_backup_password:POSTGRES_BACKUP_PASSWORD flower_password:FLOWER_PASSWORD
+offsite_password:OFFSITE_PASSWORD offsite_s3_secret_access_key:OFFSITE_S3_SECRET_ACCESS_KEY
+offsite_ssh_key:OFFSITE_SSH_KEY sentry_dsn:SENTRY_DSN email_url:EMAIL_URL
+alertmanager_webhook_url:ALERTMANAGER_WEBHOOK_URL"
 APP_SERVICES="web worker beat nginx backup"
 
 log() { printf '[swarm] %s\n' "$*" >&2; }
@@ -54,15 +60,20 @@ env_value() { sed -n "s/^$1=//p" "$PROD_ENV" | tail -n 1; }
 
 # Docker secrets are immutable: each value gets a name with its content's hash, so a new value
 # is a new secret and the services move to it in a rolling update (docs/swarm.md, "Rotation").
-secrets_ensure() {
-	local pair key var value hash name
-	for pair in $SECRETS; do
+# secrets_each CREATE: export DRS_SECRET_<KEY>=<name> for each secret with a value (a required one
+# without is an error); CREATE=1 also creates the secrets that do not exist yet.
+secrets_each() {
+	local create=$1 pair key var value hash name
+	for pair in $SECRETS $OPTIONAL_SECRETS; do
 		key=${pair%%:*} var=${pair#*:}
 		value=$(env_value "$var")
-		[ -n "$value" ] || die "$var is empty in $PROD_ENV"
+		if [ -z "$value" ]; then
+			case " $SECRETS " in *" $pair "*) die "$var is empty in $PROD_ENV" ;; esac
+			continue
+		fi
 		hash=$(printf '%s' "$value" | sha256sum | cut -c1-12)
 		name="${STACK}_${key}_${hash}"
-		if ! docker secret inspect "$name" >/dev/null 2>&1; then
+		if [ "$create" = 1 ] && ! docker secret inspect "$name" >/dev/null 2>&1; then
 			log "secret $name (new)"
 			printf '%s' "$value" | docker secret create --label "drs.stack=$STACK" "$name" - >/dev/null
 		fi
@@ -70,20 +81,14 @@ secrets_ensure() {
 	done
 }
 
+secrets_ensure() { secrets_each 1; }
+
 # The secrets' names are content hashes: computed here without creating any (render only).
-secrets_names() {
-	local pair key var hash
-	for pair in $SECRETS; do
-		key=${pair%%:*} var=${pair#*:}
-		hash=$(env_value "$var" | tr -d '\n' | sha256sum | cut -c1-12)
-		export "DRS_SECRET_$(printf '%s' "$key" | tr '[:lower:]' '[:upper:]')=${STACK}_${key}_${hash}"
-	done
-}
+secrets_names() { secrets_each 0; }
 
 cmd_render() {
 	[ -f "$PROD_ENV" ] || die "$PROD_ENV does not exist (run 'make prod-env' first)"
 	[ -n "${DRS_SECRET_DJANGO_SECRET_KEY:-}" ] || secrets_names
-	[ -z "$(env_value OFFSITE_REPOSITORY)" ] || die "off-site copies are not in the swarm stack yet (docs/swarm.md, 'Known limits'); empty OFFSITE_REPOSITORY"
 	scripts/compose.sh --project "$STACK" --env-file "$PROD_ENV" --tag "$(swarm_tag)" prod \
 		-f compose/swarm.yml config --format json \
 		| DRS_SECRET_VALUES_FILE="$PROD_ENV" python3 scripts/swarm-render.py \

@@ -5,14 +5,20 @@
 #   scripts/swarm.sh init              make this Docker a swarm manager (if it is not) and label this
 #                                      node for the data services and media (drs.data, drs.media)
 #   scripts/swarm.sh render            write the stack file ($PROD_ENV.stack.json) and stop
-#   scripts/swarm.sh deploy            secrets, images (pushed to $REGISTRY if set), Postgres and
-#                                      Redis, the migrations job, then every service (rolling)
+#   scripts/swarm.sh deploy            secrets, images (pushed to $REGISTRY if set, unless
+#                                      SWARM_PUSH=0), Postgres and Redis, the migrations job, then
+#                                      every service (rolling)
+#   scripts/swarm.sh push              tag and push the stack's images to $REGISTRY_PUSH or $REGISTRY
+#   scripts/swarm.sh registry          run drs/registry (services/registry) as a service on this
+#                                      node, on port $REGISTRY_PORT (5000) of every node
 #   scripts/swarm.sh rollback          each app service back to its previous spec (one step only)
 #   scripts/swarm.sh ps                the stack's tasks
 #   scripts/swarm.sh logs [SERVICE]    follow a service's logs (default web)
 #   scripts/swarm.sh rm                remove the stack (volumes and secrets are kept)
 # Settings: PROD_ENV (compose/prod.env), SWARM_STACK (drs), DRS_TAG (the images' tag; default the
 # git commit), REGISTRY (host:port/prefix the nodes pull from; empty: local images, one node),
+# REGISTRY_PUSH (where this machine pushes, default REGISTRY), SWARM_PUSH (0: deploy pushes
+# nothing), REGISTRY_PORT (5000), SWARM_MEDIA_DIR (media on shared storage: docs/swarm.md),
 # SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -96,13 +102,61 @@ cmd_render() {
 	log "stack file: $PROD_ENV.stack.json (migrations job: $PROD_ENV.migrate.json)"
 }
 
-images_push() {
-	local tag=$1 image
-	[ -n "${REGISTRY:-}" ] || return 0
-	for image in web worker nginx postgres redis; do
-		log "push ${REGISTRY%/}/drs/$image:$tag"
-		docker tag "drs/$image:$tag" "${REGISTRY%/}/drs/$image:$tag"
-		docker push -q "${REGISTRY%/}/drs/$image:$tag" >/dev/null
+# The images the stack file names (REGISTRY/drs/NAME:TAG), without the registry: drs/NAME:TAG.
+stack_images() {
+	python3 -c 'import json, sys
+for s in json.load(open(sys.argv[1]))["services"].values(): print(s["image"])' "$PROD_ENV.stack.json" \
+		| sed "s|^${REGISTRY%/}/||" | sort -u
+}
+
+# Tag and push every image the stack file names, from this machine's Docker to REGISTRY_PUSH
+# (default REGISTRY: the address the nodes pull from; another when this machine reaches the same
+# registry otherwise, e.g. through an SSH tunnel on 127.0.0.1).
+cmd_push() {
+	local target=${REGISTRY_PUSH:-${REGISTRY:-}} image
+	[ -n "${REGISTRY:-}" ] || die "REGISTRY is not set: the address of the registry the nodes pull from (docs/swarm.md)"
+	[ -f "$PROD_ENV.stack.json" ] || cmd_render
+	for image in $(stack_images); do
+		docker image inspect "$image" >/dev/null 2>&1 \
+			|| die "no image $image here: build it first (DRS_TAG=$(swarm_tag) make build)"
+		log "push ${target%/}/$image"
+		docker tag "$image" "${target%/}/$image"
+		docker push -q "${target%/}/$image" >/dev/null
+	done
+}
+
+# A registry for the nodes when the user has none: drs/registry (Debian's docker-registry) as a
+# swarm service on this node, published through the routing mesh on REGISTRY_PORT (5000) of every
+# node, so each node reaches it on 127.0.0.1, where Docker allows plain HTTP (REGISTRY=
+# 127.0.0.1:5000). The port is open on every address of every node: firewall it (docs/swarm.md).
+cmd_registry() {
+	local port=${REGISTRY_PORT:-5000} image name="${STACK}-registry"
+	image="drs/registry:$(swarm_tag)"
+	swarm_active || die "this Docker is not in a swarm: run 'make swarm-init' first"
+	if docker service inspect "$name" >/dev/null 2>&1; then
+		log "$name runs already: REGISTRY=127.0.0.1:$(docker service inspect --format '{{(index .Endpoint.Ports 0).PublishedPort}}' "$name")"
+		return 0
+	fi
+	log "build $image (services/registry)"
+	docker build -q --build-arg "BASE_IMAGE=${BASE_IMAGE:-debian:trixie-slim}" -t "$image" services/registry >/dev/null
+	log "service $name on this node, port $port of every node"
+	docker service create --detach --name "$name" --read-only --restart-condition any \
+		--constraint "node.id == $(docker info --format '{{.Swarm.NodeID}}')" \
+		--publish "published=$port,target=5000" \
+		--mount "type=volume,source=$name,target=/var/lib/docker-registry" "$image" >/dev/null
+	wait_service "$name"
+	log "registry ready: REGISTRY=127.0.0.1:$port (in the env file or on the command line)"
+}
+
+# wait_service NAME: until the (non-stack) service runs all its tasks.
+wait_service() {
+	local deadline line
+	deadline=$(($(date +%s) + TIMEOUT))
+	while :; do
+		line=$(docker service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' | awk -v n="$1" '$1 == n {print $2}')
+		if [ -n "$line" ] && [ "${line%%/*}" = "${line#*/}" ]; then return 0; fi
+		[ "$(date +%s)" -lt "$deadline" ] || die "$1 not ready within ${TIMEOUT}s (replicas ${line:-none})"
+		sleep 2
 	done
 }
 
@@ -135,8 +189,8 @@ cmd_deploy() {
 	tag=$(swarm_tag)
 	swarm_active || die "this Docker is not in a swarm: run 'make swarm-init' first"
 	secrets_ensure
-	images_push "$tag"
 	cmd_render
+	if [ -n "${REGISTRY:-}" ] && [ "${SWARM_PUSH:-1}" != 0 ]; then cmd_push; fi
 	log "deploy $STACK (tag $tag): Postgres and Redis first"
 	python3 scripts/swarm-render.py data "$PROD_ENV.stack.json" "$PROD_ENV.data.json"
 	docker stack deploy --with-registry-auth -c "$PROD_ENV.data.json" "$STACK" >/dev/null
@@ -166,10 +220,12 @@ main() {
 		render) cmd_render ;;
 		deploy) cmd_deploy ;;
 		rollback) cmd_rollback ;;
+		push) cmd_push ;;
+		registry) cmd_registry ;;
 		ps) docker stack ps --format 'table {{.Name}}\t{{.Image}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' "$STACK" ;;
 		logs) exec docker service logs -f --tail 100 "${STACK}_${2:-web}" ;;
 		rm) docker stack rm "$STACK" ;;
-		*) die "usage: scripts/swarm.sh init|render|deploy|rollback|ps|logs [SERVICE]|rm" ;;
+		*) die "usage: scripts/swarm.sh init|render|deploy|rollback|push|registry|ps|logs [SERVICE]|rm" ;;
 	esac
 }
 

@@ -574,7 +574,8 @@ def _dsn_problem(dsn: str) -> str | None:
 
 
 # The DSN the project's settings page shows (Sentry: Client Keys; GlitchTip: the DSN). Unset:
-# the SDK is not even initialised. SENTRY_DSN_FILE: read from a file (a Docker secret, docs/swarm.md).
+# the SDK is not even initialised. SENTRY_DSN_FILE: read from a file (a Docker secret,
+# docs/swarm.md).
 SENTRY_DSN = _secret("SENTRY_DSN").strip()
 SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="production").strip() or "production"
 # The deployed image tag (compose sets DRS_RELEASE from DRS_TAG): which deploy an error came from.
@@ -601,9 +602,7 @@ for _name, _address in ADMINS:
             f"DJANGO_ADMINS has {_address or _name!r}, which is not an e-mail address; set it to "
             'comma-separated addresses, e.g. DJANGO_ADMINS="Ops <ops@example.com>, dev@example.com"'
         )
-_email_url = _secret("EMAIL_URL").strip() or (
-    "consolemail://" if DEBUG else "dummymail://"
-)
+_email_url = _secret("EMAIL_URL").strip() or ("consolemail://" if DEBUG else "dummymail://")
 try:
     _email = env.email_url_config(_email_url)
 except (ImproperlyConfigured, ValueError) as exc:

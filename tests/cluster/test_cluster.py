@@ -199,7 +199,8 @@ def test_rolling_update_of_web_under_load(cluster_stack, base_url, users):
 def test_drain_a_web_node_under_load(cluster_stack, base_url, users):
     """A worker node running web is drained (maintenance): its tasks move to the other nodes."""
     stack = cluster_stack
-    node = next(n for n in stack.task_nodes("web") if n != NODES[0])
+    node = next((n for n in stack.task_nodes("web") if n != NODES[0]), None)
+    assert node, f"web runs on the manager only: {stack.task_nodes('web')}"
 
     def drain():
         docker("node", "update", "--availability", "drain", node)
@@ -217,12 +218,16 @@ def test_drain_a_web_node_under_load(cluster_stack, base_url, users):
 
 
 def test_node_lost_its_tasks_run_elsewhere(cluster_stack, base_url, users):
-    """A node's container stopped (a lost VM): the manager marks it down and starts its web and
-    worker tasks on the others. The time until then is recorded, and failed requests counted."""
+    """A node's container stopped (a lost VM): the manager marks it down and starts its web task
+    on the others. The time until then is recorded, and the failed requests counted."""
     stack = cluster_stack
     docker("service", "update", "--detach", "--force", stack.service("web"))  # spread anew
     stack.wait_converged("web", WEB_REPLICAS)
-    node = next(n for n in stack.task_nodes("web") if n != NODES[0])
+    # Not the worker's node: a SIGKILLed worker's export comes back only after Celery's
+    # visibility timeout (an hour; docs/reliability.md), which is not what this test measures.
+    spared = {NODES[0], *stack.task_nodes("worker")}
+    node = next((n for n in stack.task_nodes("web") if n not in spared), None)
+    assert node, f"no node runs web without the worker: web {stack.task_nodes('web')}, {spared}"
     timing = {}
 
     def lose():

@@ -112,10 +112,9 @@ for s in json.load(open(sys.argv[1]))["services"].values(): print(s["image"])' "
 # Tag and push every image the stack file names, from this machine's Docker to REGISTRY_PUSH
 # (default REGISTRY: the address the nodes pull from; another when this machine reaches the same
 # registry otherwise, e.g. through an SSH tunnel on 127.0.0.1).
-cmd_push() {
+images_push() {
 	local target=${REGISTRY_PUSH:-${REGISTRY:-}} image
 	[ -n "${REGISTRY:-}" ] || die "REGISTRY is not set: the address of the registry the nodes pull from (docs/swarm.md)"
-	[ -f "$PROD_ENV.stack.json" ] || cmd_render
 	for image in $(stack_images); do
 		docker image inspect "$image" >/dev/null 2>&1 \
 			|| die "no image $image here: build it first (DRS_TAG=$(swarm_tag) make build)"
@@ -190,7 +189,7 @@ cmd_deploy() {
 	swarm_active || die "this Docker is not in a swarm: run 'make swarm-init' first"
 	secrets_ensure
 	cmd_render
-	if [ -n "${REGISTRY:-}" ] && [ "${SWARM_PUSH:-1}" != 0 ]; then cmd_push; fi
+	if [ -n "${REGISTRY:-}" ] && [ "${SWARM_PUSH:-1}" != 0 ]; then images_push; fi
 	log "deploy $STACK (tag $tag): Postgres and Redis first"
 	python3 scripts/swarm-render.py data "$PROD_ENV.stack.json" "$PROD_ENV.data.json"
 	docker stack deploy --with-registry-auth -c "$PROD_ENV.data.json" "$STACK" >/dev/null
@@ -220,7 +219,7 @@ main() {
 		render) cmd_render ;;
 		deploy) cmd_deploy ;;
 		rollback) cmd_rollback ;;
-		push) cmd_push ;;
+		push) cmd_render && images_push ;;
 		registry) cmd_registry ;;
 		ps) docker stack ps --format 'table {{.Name}}\t{{.Image}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' "$STACK" ;;
 		logs) exec docker service logs -f --tail 100 "${STACK}_${2:-web}" ;;

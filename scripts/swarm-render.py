@@ -12,7 +12,7 @@ Environment: DRS_SECRET_VALUES_FILE (the env file: each secret's value, to prove
 in the output), REGISTRY (optional: images are pulled from there), DRS_SECRET_<KEY> (the Docker
 secrets' names, from scripts/swarm.sh), SWARM_MEDIA_DIR (optional: media on shared storage).
 Fix-ups: no top-level `name`; no build, depends_on, env_file, restart, security_opt, shm_size,
-profiles; no secret variable in any environment; nginx publishes in host mode (client IPs);
+profiles; group_add (one group) as the user's primary group; no secret variable in any environment; nginx publishes in host mode (client IPs);
 names of networks and volumes left to the stack (STACK_...); `version: "3.9"`.
 """
 
@@ -105,6 +105,12 @@ def tmpfs_mounts(entries: list[str]) -> list[dict]:
 def fix_service(name: str, service: dict, registry: str) -> None:
     for key in DROPPED_KEYS + tuple(k for k, v in service.items() if v is None):
         service.pop(key, None)
+    groups = service.pop("group_add", None)
+    if groups:  # stack files have no group_add: the one extra group becomes the primary group
+        uid = str(service.get("user", "")).partition(":")[0]
+        if len(groups) != 1 or not uid:
+            die(f"{name}: group_add {groups} needs one group and a user: a stack file has none")
+        service["user"] = f"{uid}:{groups[0]}"
     env = service.get("environment") or {}
     for var in SECRET_VARS:
         env.pop(var, None)

@@ -1,13 +1,14 @@
 """Helpers of the cluster suite (make test-swarm-cluster): a 3-node Docker Swarm on this machine.
 
-Each node is a privileged container built from tests/cluster/node (Debian trixie's docker.io,
-its own /var/lib/docker volume) on a bridge network the suite makes; a registry container
-(services/registry: Debian's docker-registry) on the same network holds the images, which the
-host pushes through 127.0.0.1 and the nodes pull as `registry:5000` (an insecure registry in their
-daemons' settings). The manager's Docker is reached through a socket in a folder bind-mounted
-from the host (DOCKER_HOST for scripts/swarm.sh and the suite's docker calls); nginx publishes
-its HTTPS port in host mode on the manager, whose container publishes it on 127.0.0.1 only.
-Everything carries the label drs.cluster=NAME and is removed at the end, also on failure."""
+Each node is a container with every privilege (node_privileges) built from tests/cluster/node
+(Debian trixie's docker.io, its own /var/lib/docker volume) on a bridge network the suite makes;
+a registry container (services/registry: Debian's docker-registry) on the same network holds the
+images, which the host pushes through 127.0.0.1 and the nodes pull as `registry:5000` (an
+insecure registry in their daemons' settings). The manager's Docker is reached through a socket
+in a folder bind-mounted from the host (DOCKER_HOST for scripts/swarm.sh and the suite's docker
+calls); nginx publishes its HTTPS port in host mode on the manager, whose container publishes it
+on 127.0.0.1 only. Everything carries the label drs.cluster=NAME and is removed at the end, also
+on failure."""
 
 import os
 import subprocess
@@ -24,6 +25,28 @@ NODES = ("node1", "node2", "node3")  # node1: the manager, labelled drs.data and
 REGISTRY_ALIAS = "registry"
 NODE_HTTPS_PORT = 8443  # HTTPS_PORT in the suite's env file: nginx's host-mode port on node1
 MEDIA_DIR = "/srv/drs-media"  # SWARM_MEDIA_DIR: one host folder, mounted on every node
+# Linux capabilities by number (linux/capability.h), to name those this machine lacks.
+CAPABILITIES = "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP \
+LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE \
+SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME \
+SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG \
+WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE"
+
+
+def node_privileges() -> list[str]:
+    """What --privileged gives, spelled out, less the capabilities this machine's own bounding
+    set lacks: where one is missing (CAP_SYS_RESOURCE on the test VM), Docker cannot start a
+    --privileged container at all ("unable to apply caps")."""
+    line = next(
+        x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("CapBnd")
+    )
+    bounding = int(line.split()[1], 16)
+    missing = [name for bit, name in enumerate(CAPABILITIES.split()) if not bounding >> bit & 1]
+    return [
+        "--cap-add", "ALL", *[a for name in missing for a in ("--cap-drop", name)],
+        "--security-opt", "apparmor=unconfined", "--security-opt", "seccomp=unconfined",
+        "--security-opt", "systempaths=unconfined", "--device-cgroup-rule", "a *:* rwm",
+    ]  # fmt: skip
 
 
 def host_docker(*args: str, check: bool = True, timeout: float = 300, stdin: str = "") -> str:
@@ -86,7 +109,7 @@ class Cluster:
         for node in NODES:
             manager = node == NODES[0]
             args = [
-                "run", "-d", "--privileged", "--name", self.container(node), "--hostname", node,
+                "run", "-d", *node_privileges(), "--name", self.container(node), "--hostname", node,
                 "--label", self.label, "--network", self.network,
                 "-v", f"{self.container(node)}-docker:/var/lib/docker",
                 "-v", f"{certs_dir}:{certs_dir}:ro", "-v", f"{self.media_dir}:{MEDIA_DIR}",

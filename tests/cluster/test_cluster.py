@@ -202,6 +202,9 @@ def test_drain_a_web_node_under_load(cluster_stack, base_url, users):
     exports asked for meanwhile reach the per-user limit of exports in progress (429; seen here,
     docs/swarm.md): give the worker 2 replicas to drain its node without that."""
     stack = cluster_stack
+    # The rolling update may leave two web tasks on one node: spread them anew first.
+    docker("service", "update", "--detach", "--force", stack.service("web"))
+    stack.wait_converged("web", WEB_REPLICAS)
     spared = {NODES[0], *stack.task_nodes("worker")}
     node = next((n for n in stack.task_nodes("web") if n not in spared), None)
     assert node, f"no node runs web without the worker: web {stack.task_nodes('web')}, {spared}"

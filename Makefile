@@ -112,7 +112,7 @@ certs-selfsigned: ## Self-signed CA + certificate for DOMAIN=... (default localh
 	@scripts/certs-selfsigned.sh "$(or $(DOMAIN),localhost)" "$(or $(CERTS_DIR),certs)"
 
 ## Docker Swarm: the prod stack on one or more nodes (docs/swarm.md; SWARM_STACK, REGISTRY)
-.PHONY: swarm-init swarm-render swarm-deploy swarm-rollback swarm-ps swarm-logs
+.PHONY: swarm-init swarm-render swarm-deploy swarm-rollback swarm-ps swarm-logs swarm-push swarm-registry
 swarm-init: ## Make this Docker a swarm manager (if it is not) and label it for data and media
 	@$(SETUP)
 	@scripts/swarm.sh init
@@ -123,6 +123,14 @@ swarm-render: ## Write the stack file rendered from the compose files to $(PROD_
 swarm-deploy: ## Deploy or update the swarm stack: secrets, Postgres/Redis, migrations job, rolling update
 	@$(SETUP)
 	@scripts/swarm.sh deploy
+
+swarm-push: ## Tag the stack's images and push them to REGISTRY (or REGISTRY_PUSH); swarm-deploy does it too
+	@$(CHECK)
+	@scripts/swarm.sh push
+
+swarm-registry: ## Run a registry for the nodes (Debian's docker-registry) as a service on port REGISTRY_PORT (5000)
+	@$(CHECK)
+	@scripts/swarm.sh registry
 
 swarm-rollback: ## Roll the swarm stack's app services back to their previous spec (one step)
 	@$(CHECK)
@@ -188,7 +196,7 @@ outdated: ## List the locked Python packages that have a newer release on PyPI (
 	@scripts/outdated.py
 
 ## Testing
-.PHONY: lint test test-lint test-images test-django test-dev test-e2e test-tls test-backup test-deploy test-swarm test-bench test-hardening test-fuzz test-abuse test-faults
+.PHONY: lint test test-lint test-images test-django test-dev test-e2e test-tls test-backup test-deploy test-swarm test-swarm-cluster test-bench test-hardening test-fuzz test-abuse test-faults
 lint: ## Lint only (the same as test-lint)
 	@scripts/test.sh lint
 
@@ -233,6 +241,9 @@ test-deploy: ## make deploy under a read/write request loop with zero failures, 
 
 test-swarm: ## Prod stack on a single-node swarm of this Docker: smoke, rolling update, auto-rollback, scale, secret rotation under load
 	@scripts/test.sh swarm
+
+test-swarm-cluster: ## Prod stack on a 3-node swarm of containers (not in make test): registry, smoke, rolling update, drain, node loss
+	@scripts/test.sh swarm-cluster
 
 ## Benchmarks
 .PHONY: bench

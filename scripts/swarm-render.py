@@ -9,9 +9,10 @@ ignores, and writes the migrate service's definition apart (scripts/swarm.sh run
                                              (Engine 20.10's stack files reject one), and wait
 
 Environment: DRS_SECRET_VALUES_FILE (the env file: each secret's value, to prove none is left
-in the output), REGISTRY (optional: images are pulled from there).
+in the output), REGISTRY (optional: images are pulled from there), DRS_SECRET_<KEY> (the Docker
+secrets' names, from scripts/swarm.sh), SWARM_MEDIA_DIR (optional: media on shared storage).
 Fix-ups: no top-level `name`; no build, depends_on, env_file, restart, security_opt, shm_size,
-profiles; no secret variable in any environment; nginx publishes in host mode (client IPs);
+profiles; group_add (one group) as the user's primary group; no secret variable in any environment; nginx publishes in host mode (client IPs);
 names of networks and volumes left to the stack (STACK_...); `version: "3.9"`.
 """
 
@@ -22,17 +23,38 @@ import subprocess
 import sys
 import time
 
-# Variables whose values are secrets: Docker secrets (or nothing) stand for them in the stack.
+# Variables whose values are secrets (or hold one: DATA_SOURCE_NAME is a URL with the password):
+# Docker secrets (or nothing) stand for them in the stack.
 SECRET_VARS = (
     "DJANGO_SECRET_KEY",
     "POSTGRES_PASSWORD",
     "REDIS_PASSWORD",
     "PGPASSWORD",
+    "POSTGRES_BACKUP_PASSWORD",
     "FLOWER_PASSWORD",
     "OFFSITE_PASSWORD",
     "OFFSITE_S3_SECRET_ACCESS_KEY",
     "OFFSITE_SSH_KEY",
+    "SENTRY_DSN",
+    "EMAIL_URL",
+    "ALERTMANAGER_WEBHOOK_URL",
+    "DATA_SOURCE_NAME",
 )
+DJANGO = {"migrate": 10001, "web": 10001, "worker": 10001, "beat": 10001}
+# The secrets made only when the env file sets them (scripts/swarm.sh exports DRS_SECRET_<KEY>,
+# the secret's content-hashed name): key -> (variable, {service: uid reading it}). Each service
+# gets /run/secrets/<key> and <variable>_FILE pointing there. (The three required secrets are
+# wired in compose/swarm.yml.)
+OPTIONAL_SECRETS = {
+    "postgres_backup_password": ("POSTGRES_BACKUP_PASSWORD", {"postgres": 999, "backup": 10001}),
+    "flower_password": ("FLOWER_PASSWORD", {"flower": 10001}),
+    "offsite_password": ("OFFSITE_PASSWORD", {"backup": 10001}),
+    "offsite_s3_secret_access_key": ("OFFSITE_S3_SECRET_ACCESS_KEY", {"backup": 10001}),
+    "offsite_ssh_key": ("OFFSITE_SSH_KEY", {"backup": 10001}),
+    "sentry_dsn": ("SENTRY_DSN", DJANGO),
+    "email_url": ("EMAIL_URL", DJANGO),
+    "alertmanager_webhook_url": ("ALERTMANAGER_WEBHOOK_URL", {"alertmanager": 10090}),
+}
 DATA_SERVICES = ("postgres", "redis")
 DROPPED_KEYS = (
     "build",
@@ -83,6 +105,12 @@ def tmpfs_mounts(entries: list[str]) -> list[dict]:
 def fix_service(name: str, service: dict, registry: str) -> None:
     for key in DROPPED_KEYS + tuple(k for k, v in service.items() if v is None):
         service.pop(key, None)
+    groups = service.pop("group_add", None)
+    if groups:  # stack files have no group_add: the one extra group becomes the primary group
+        uid = str(service.get("user", "")).partition(":")[0]
+        if len(groups) != 1 or not uid:
+            die(f"{name}: group_add {groups} needs one group and a user: a stack file has none")
+        service["user"] = f"{uid}:{groups[0]}"
     env = service.get("environment") or {}
     for var in SECRET_VARS:
         env.pop(var, None)
@@ -101,6 +129,36 @@ def fix_service(name: str, service: dict, registry: str) -> None:
     for secret in service.get("secrets", []):
         if isinstance(secret.get("mode"), str):
             secret["mode"] = int(secret["mode"], 8)  # rendered "0400"; the schema wants a number
+
+
+def attach_optional_secrets(config: dict) -> None:
+    """Each optional secret the env file sets, to the services of the stack that read it."""
+    services = config["services"]
+    for key, (var, readers) in OPTIONAL_SECRETS.items():
+        name = os.environ.get(f"DRS_SECRET_{key.upper()}", "")
+        users = [s for s in readers if s in services]
+        if not name or not users:
+            continue
+        config.setdefault("secrets", {})[key] = {"external": True, "name": name}
+        for service in users:
+            uid = str(readers[service])
+            services[service].setdefault("secrets", []).append(
+                {"source": key, "target": key, "uid": uid, "gid": uid, "mode": 0o400}
+            )
+            environment = services[service].setdefault("environment", {})
+            environment[f"{var}_FILE"] = f"/run/secrets/{key}"
+
+
+def share_media(config: dict, directory: str) -> None:
+    """SWARM_MEDIA_DIR: the media volume is DIRECTORY, the same shared file system mounted on
+    every node (NFS, CephFS...): web and worker may then run on any node (docs/swarm.md)."""
+    config["volumes"]["media"] = {
+        "driver": "local",
+        "driver_opts": {"type": "none", "o": "bind", "device": directory},
+    }
+    for name in ("web", "worker"):
+        placement = config["services"][name].get("deploy", {}).get("placement", {})
+        placement.pop("constraints", None)
 
 
 def attach_test_network(config: dict, network: str) -> None:
@@ -122,6 +180,9 @@ def render(config: dict, registry: str) -> tuple[dict, dict]:
         die("the rendered config has no migrate service")
     for name, service in services.items():
         fix_service(name, service, registry)
+    attach_optional_secrets(config)
+    if os.environ.get("SWARM_MEDIA_DIR"):
+        share_media(config, os.environ["SWARM_MEDIA_DIR"])
     migrate = services.pop("migrate")
     # The job is made with `docker service create`: it needs the secrets' real names.
     migrate["x-secret-names"] = {
@@ -133,7 +194,6 @@ def render(config: dict, registry: str) -> tuple[dict, dict]:
                 item.pop("name", None)
     secrets = config.get("secrets") or {}
     secrets.pop("ca_bundle", None)  # image builds only
-    services.pop("flower", None)  # its password is not a Docker secret yet (docs/swarm.md)
     test_network = os.environ.get("SWARM_TEST_NETWORK", "")
     if test_network:
         attach_test_network(config, test_network)

@@ -5,14 +5,20 @@
 #   scripts/swarm.sh init              make this Docker a swarm manager (if it is not) and label this
 #                                      node for the data services and media (drs.data, drs.media)
 #   scripts/swarm.sh render            write the stack file ($PROD_ENV.stack.json) and stop
-#   scripts/swarm.sh deploy            secrets, images (pushed to $REGISTRY if set), Postgres and
-#                                      Redis, the migrations job, then every service (rolling)
+#   scripts/swarm.sh deploy            secrets, images (pushed to $REGISTRY if set, unless
+#                                      SWARM_PUSH=0), Postgres and Redis, the migrations job, then
+#                                      every service (rolling)
+#   scripts/swarm.sh push              tag and push the stack's images to $REGISTRY_PUSH or $REGISTRY
+#   scripts/swarm.sh registry          run drs/registry (services/registry) as a service on this
+#                                      node, on port $REGISTRY_PORT (5000) of every node
 #   scripts/swarm.sh rollback          each app service back to its previous spec (one step only)
 #   scripts/swarm.sh ps                the stack's tasks
 #   scripts/swarm.sh logs [SERVICE]    follow a service's logs (default web)
 #   scripts/swarm.sh rm                remove the stack (volumes and secrets are kept)
 # Settings: PROD_ENV (compose/prod.env), SWARM_STACK (drs), DRS_TAG (the images' tag; default the
 # git commit), REGISTRY (host:port/prefix the nodes pull from; empty: local images, one node),
+# REGISTRY_PUSH (where this machine pushes, default REGISTRY), SWARM_PUSH (0: deploy pushes
+# nothing), REGISTRY_PORT (5000), SWARM_MEDIA_DIR (media on shared storage: docs/swarm.md),
 # SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +27,13 @@ cd "$ROOT"
 PROD_ENV="${PROD_ENV:-compose/prod.env}"
 STACK="${SWARM_STACK:-drs}"
 TIMEOUT="${SWARM_TIMEOUT:-600}"
+# Docker secrets, from the env file's values: the first three are required; the others are made
+# only when set (scripts/swarm-render.py hands each to the services that use it as NAME_FILE).
 SECRETS="django_secret_key:DJANGO_SECRET_KEY postgres_password:POSTGRES_PASSWORD redis_password:REDIS_PASSWORD"
+OPTIONAL_SECRETS="postgres_backup_password:POSTGRES_BACKUP_PASSWORD flower_password:FLOWER_PASSWORD
+offsite_password:OFFSITE_PASSWORD offsite_s3_secret_access_key:OFFSITE_S3_SECRET_ACCESS_KEY
+offsite_ssh_key:OFFSITE_SSH_KEY sentry_dsn:SENTRY_DSN email_url:EMAIL_URL
+alertmanager_webhook_url:ALERTMANAGER_WEBHOOK_URL"
 APP_SERVICES="web worker beat nginx backup"
 
 log() { printf '[swarm] %s\n' "$*" >&2; }
@@ -54,15 +66,20 @@ env_value() { sed -n "s/^$1=//p" "$PROD_ENV" | tail -n 1; }
 
 # Docker secrets are immutable: each value gets a name with its content's hash, so a new value
 # is a new secret and the services move to it in a rolling update (docs/swarm.md, "Rotation").
-secrets_ensure() {
-	local pair key var value hash name
-	for pair in $SECRETS; do
+# secrets_each CREATE: export DRS_SECRET_<KEY>=<name> for each secret with a value (a required one
+# without is an error); CREATE=1 also creates the secrets that do not exist yet.
+secrets_each() {
+	local create=$1 pair key var value hash name
+	for pair in $SECRETS $OPTIONAL_SECRETS; do
 		key=${pair%%:*} var=${pair#*:}
 		value=$(env_value "$var")
-		[ -n "$value" ] || die "$var is empty in $PROD_ENV"
+		if [ -z "$value" ]; then
+			case " $SECRETS " in *" $pair "*) die "$var is empty in $PROD_ENV" ;; esac
+			continue
+		fi
 		hash=$(printf '%s' "$value" | sha256sum | cut -c1-12)
 		name="${STACK}_${key}_${hash}"
-		if ! docker secret inspect "$name" >/dev/null 2>&1; then
+		if [ "$create" = 1 ] && ! docker secret inspect "$name" >/dev/null 2>&1; then
 			log "secret $name (new)"
 			printf '%s' "$value" | docker secret create --label "drs.stack=$STACK" "$name" - >/dev/null
 		fi
@@ -70,20 +87,14 @@ secrets_ensure() {
 	done
 }
 
+secrets_ensure() { secrets_each 1; }
+
 # The secrets' names are content hashes: computed here without creating any (render only).
-secrets_names() {
-	local pair key var hash
-	for pair in $SECRETS; do
-		key=${pair%%:*} var=${pair#*:}
-		hash=$(env_value "$var" | tr -d '\n' | sha256sum | cut -c1-12)
-		export "DRS_SECRET_$(printf '%s' "$key" | tr '[:lower:]' '[:upper:]')=${STACK}_${key}_${hash}"
-	done
-}
+secrets_names() { secrets_each 0; }
 
 cmd_render() {
 	[ -f "$PROD_ENV" ] || die "$PROD_ENV does not exist (run 'make prod-env' first)"
 	[ -n "${DRS_SECRET_DJANGO_SECRET_KEY:-}" ] || secrets_names
-	[ -z "$(env_value OFFSITE_REPOSITORY)" ] || die "off-site copies are not in the swarm stack yet (docs/swarm.md, 'Known limits'); empty OFFSITE_REPOSITORY"
 	scripts/compose.sh --project "$STACK" --env-file "$PROD_ENV" --tag "$(swarm_tag)" prod \
 		-f compose/swarm.yml config --format json \
 		| DRS_SECRET_VALUES_FILE="$PROD_ENV" python3 scripts/swarm-render.py \
@@ -91,13 +102,60 @@ cmd_render() {
 	log "stack file: $PROD_ENV.stack.json (migrations job: $PROD_ENV.migrate.json)"
 }
 
+# The images the stack file names (REGISTRY/drs/NAME:TAG), without the registry: drs/NAME:TAG.
+stack_images() {
+	python3 -c 'import json, sys
+for s in json.load(open(sys.argv[1]))["services"].values(): print(s["image"])' "$PROD_ENV.stack.json" \
+		| sed "s|^${REGISTRY%/}/||" | sort -u
+}
+
+# Tag and push every image the stack file names, from this machine's Docker to REGISTRY_PUSH
+# (default REGISTRY: the address the nodes pull from; another when this machine reaches the same
+# registry otherwise, e.g. through an SSH tunnel on 127.0.0.1).
 images_push() {
-	local tag=$1 image
-	[ -n "${REGISTRY:-}" ] || return 0
-	for image in web worker nginx postgres redis; do
-		log "push ${REGISTRY%/}/drs/$image:$tag"
-		docker tag "drs/$image:$tag" "${REGISTRY%/}/drs/$image:$tag"
-		docker push -q "${REGISTRY%/}/drs/$image:$tag" >/dev/null
+	local target=${REGISTRY_PUSH:-${REGISTRY:-}} image
+	[ -n "${REGISTRY:-}" ] || die "REGISTRY is not set: the address of the registry the nodes pull from (docs/swarm.md)"
+	for image in $(stack_images); do
+		docker image inspect "$image" >/dev/null 2>&1 \
+			|| die "no image $image here: build it first (DRS_TAG=$(swarm_tag) make build)"
+		log "push ${target%/}/$image"
+		docker tag "$image" "${target%/}/$image"
+		docker push -q "${target%/}/$image" >/dev/null
+	done
+}
+
+# A registry for the nodes when the user has none: drs/registry (Debian's docker-registry) as a
+# swarm service on this node, published through the routing mesh on REGISTRY_PORT (5000) of every
+# node, so each node reaches it on 127.0.0.1, where Docker allows plain HTTP (REGISTRY=
+# 127.0.0.1:5000). The port is open on every address of every node: firewall it (docs/swarm.md).
+cmd_registry() {
+	local port=${REGISTRY_PORT:-5000} image name="${STACK}-registry"
+	image="drs/registry:$(swarm_tag)"
+	swarm_active || die "this Docker is not in a swarm: run 'make swarm-init' first"
+	if docker service inspect "$name" >/dev/null 2>&1; then
+		log "$name runs already: REGISTRY=127.0.0.1:$(docker service inspect --format '{{(index .Endpoint.Ports 0).PublishedPort}}' "$name")"
+		return 0
+	fi
+	log "build $image (services/registry)"
+	docker build -q --build-arg "BASE_IMAGE=${BASE_IMAGE:-debian:trixie-slim}" -t "$image" services/registry >/dev/null
+	log "service $name on this node, port $port of every node"
+	docker service create --detach --name "$name" --read-only --restart-condition any \
+		--constraint "node.id == $(docker info --format '{{.Swarm.NodeID}}')" \
+		--publish "published=$port,target=5000" \
+		--mount "type=volume,source=$name,target=/var/lib/docker-registry" "$image" >/dev/null
+	wait_service "$name"
+	log "registry ready: REGISTRY=127.0.0.1:$port (in the env file or on the command line)"
+}
+
+# wait_service NAME: until the (non-stack) service runs all its tasks.
+wait_service() {
+	local deadline line
+	deadline=$(($(date +%s) + TIMEOUT))
+	while :; do
+		line=$(docker service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' | awk -v n="$1" '$1 == n {print $2}')
+		if [ -n "$line" ] && [ "${line%%/*}" = "${line#*/}" ]; then return 0; fi
+		[ "$(date +%s)" -lt "$deadline" ] || die "$1 not ready within ${TIMEOUT}s (replicas ${line:-none})"
+		sleep 2
 	done
 }
 
@@ -130,8 +188,8 @@ cmd_deploy() {
 	tag=$(swarm_tag)
 	swarm_active || die "this Docker is not in a swarm: run 'make swarm-init' first"
 	secrets_ensure
-	images_push "$tag"
 	cmd_render
+	if [ -n "${REGISTRY:-}" ] && [ "${SWARM_PUSH:-1}" != 0 ]; then images_push; fi
 	log "deploy $STACK (tag $tag): Postgres and Redis first"
 	python3 scripts/swarm-render.py data "$PROD_ENV.stack.json" "$PROD_ENV.data.json"
 	docker stack deploy --with-registry-auth -c "$PROD_ENV.data.json" "$STACK" >/dev/null
@@ -161,10 +219,12 @@ main() {
 		render) cmd_render ;;
 		deploy) cmd_deploy ;;
 		rollback) cmd_rollback ;;
+		push) cmd_render && images_push ;;
+		registry) cmd_registry ;;
 		ps) docker stack ps --format 'table {{.Name}}\t{{.Image}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' "$STACK" ;;
 		logs) exec docker service logs -f --tail 100 "${STACK}_${2:-web}" ;;
 		rm) docker stack rm "$STACK" ;;
-		*) die "usage: scripts/swarm.sh init|render|deploy|rollback|ps|logs [SERVICE]|rm" ;;
+		*) die "usage: scripts/swarm.sh init|render|deploy|rollback|push|registry|ps|logs [SERVICE]|rm" ;;
 	esac
 }
 

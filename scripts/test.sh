@@ -21,6 +21,8 @@
 #            smoke through nginx, rolling update, automatic rollback, scale, secret rotation
 #            under load; the swarm is left afterwards, also on failure. In `all` after the
 #            stack suites (their stack is down by then), alone: a swarm changes Docker's networks
+#   swarm-cluster (not in `all`) the prod stack on a 3-node swarm of containers made by the
+#            suite (tests/cluster): registry, smoke, rolling update, drain and node loss under load
 #   bench    make bench BENCH_QUICK=1 (last in `all`): checks the benchmark harness works, never speed
 #   dev      `make dev` itself, from a copy of the tree under its own project name (tests/dev);
 #            in `all` it runs after django, before the prod stack
@@ -28,7 +30,7 @@
 # ran at least the tests tests/expected-counts.txt names, and skipped none not listed in
 # tests/allowed-skips.txt. It ends with "N passed, N failed"; any "FAIL stage ..." line above it
 # names what failed, and the exit status is non-zero.
-# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|swarm|bench|clean]
+# Usage: scripts/test.sh [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|swarm|swarm-cluster|bench|clean]
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -283,6 +285,27 @@ stage_swarm() {
 	rm -rf "$dir"
 }
 
+# The prod stack on a 3-node swarm of containers on this machine (tests/cluster; not in `all`:
+# too long for CI). The suite makes the nodes, their network and the registry, and removes them,
+# also on failure; this removes what a killed run left (everything carries drs.cluster=NAME).
+stage_swarm_cluster() {
+	local name="drs-cluster-$RUN_ID" dir
+	dir="$ROOT/.cache/$name"
+	CURRENT_STAGE=swarm-cluster
+	log "Docker Swarm, 3 nodes (tests/cluster)"
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	scripts/prod-env.sh "$dir/swarm.env" >/dev/null
+	scripts/certs-selfsigned.sh localhost "$dir/certs" >/dev/null
+	printf '%s\n' "TLS_CERTS_DIR=$dir/certs" HTTP_PORT=8080 HTTPS_PORT=8443 WEB_REPLICAS=3 >>"$dir/swarm.env"
+	CLUSTER_NAME="$name" CLUSTER_ENV_FILE="$dir/swarm.env" CLUSTER_CERTS_DIR="$dir/certs" \
+		E2E_CA_BUNDLE="$dir/certs/ca.pem" pytest_run swarm-cluster tests/cluster -q
+	docker ps -aq --filter "label=drs.cluster=$name" | xargs docker rm -f -v >/dev/null 2>&1 || true
+	docker volume ls -q --filter "name=$name-" | xargs docker volume rm -f >/dev/null 2>&1 || true
+	docker network rm "$name-net" >/dev/null 2>&1 || true
+	rm -rf "$dir"
+}
+
 stage_clean() {
 	local p
 	for p in $(docker compose ls -a --format json 2>/dev/null | python3 -c \
@@ -316,9 +339,10 @@ main() {
 		lint | images | django | dev) "stage_$what" ;;
 		bench) stage_bench_quick ;;
 		swarm) stage_swarm ;;
+		swarm-cluster) stage_swarm_cluster ;;
 		e2e | tls | backup | deploy) stage_stack "$what" ;;
 		faults | fuzz | hardening | abuse) stage_stack "$what" ;;
-		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|swarm|bench|clean]" >&2; exit 64 ;;
+		*) echo "usage: $0 [all|lint|images|django|dev|e2e|hardening|fuzz|abuse|faults|tls|backup|deploy|swarm|swarm-cluster|bench|clean]" >&2; exit 64 ;;
 	esac
 	log "summary"
 	verdict_done=1

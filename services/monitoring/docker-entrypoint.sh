@@ -3,12 +3,13 @@
 # `monitoring`, docs/observability.md). The first argument picks it:
 #   prometheus          Prometheus on :9090, data in /prometheus (PROMETHEUS_RETENTION, 15d)
 #   alertmanager        Alertmanager on :9093, data in /alertmanager; notifications to
-#                       ALERTMANAGER_WEBHOOK_URL when set (else the alerts are only listed)
+#                       ALERTMANAGER_WEBHOOK_URL (or _FILE) when set (else the alerts are only listed)
 #   node-exporter       the machine and the free space of the volumes mounted under /volumes, and
 #                       the backup's textfile metrics in /backups/.metrics, on :9100
 #   nginx-exporter      nginx's stub_status (nginx:8081, never published) on :9113
-#   postgres-exporter   PostgreSQL (DATA_SOURCE_NAME) on :9187
-#   redis-exporter      Redis (REDIS_ADDR, REDIS_PASSWORD) on :9121
+#   postgres-exporter   PostgreSQL (DATA_SOURCE_NAME; or DATA_SOURCE_URI, DATA_SOURCE_USER and
+#                       DATA_SOURCE_PASS_FILE, read by the exporter itself) on :9187
+#   redis-exporter      Redis (REDIS_ADDR, REDIS_PASSWORD or REDIS_PASSWORD_FILE) on :9121
 #   blackbox-exporter   TLS handshakes with nginx (server name NGINX_SERVER_NAME) on :9115
 #   check-config        check every configuration as the programs would load it (make test-lint):
 #                       Prometheus's and its rules (promtool), Alertmanager's with and without a
@@ -19,8 +20,19 @@ set -Eeuo pipefail
 
 log() { printf '[monitoring] %s\n' "$*" >&2; }
 
+# file_env VAR: VAR from the file VAR_FILE names when VAR is empty (Docker secrets on a swarm,
+# docs/swarm.md).
+file_env() {
+	local var=$1 file_var="$1_FILE"
+	if [ -z "${!var:-}" ] && [ -n "${!file_var:-}" ]; then
+		[ -r "${!file_var}" ] || { log "error: $file_var=${!file_var} cannot be read"; exit 64; }
+		export "$var=$(cat "${!file_var}")"
+	fi
+}
+
 # The Alertmanager configuration: one route, to the webhook when there is one.
 alertmanager_config() {
+	file_env ALERTMANAGER_WEBHOOK_URL
 	local url=${ALERTMANAGER_WEBHOOK_URL:-}
 	case "$url" in
 		'' | http://* | https://*) ;;
@@ -100,6 +112,7 @@ main() {
 			;;
 		redis-exporter)
 			shift
+			file_env REDIS_PASSWORD
 			exec prometheus-redis-exporter --web.listen-address=:9121 "$@"
 			;;
 		blackbox-exporter)

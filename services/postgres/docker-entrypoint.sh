@@ -69,6 +69,7 @@ docker_setup_env() {
 	file_env POSTGRES_USER postgres
 	file_env POSTGRES_DB "$POSTGRES_USER"
 	file_env POSTGRES_INITDB_ARGS
+	file_env POSTGRES_BACKUP_PASSWORD
 	: "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
 	: "${POSTGRES_SOCKET_DIR:=/var/run/postgresql}"
 	export POSTGRES_HOST_AUTH_METHOD POSTGRES_SOCKET_DIR

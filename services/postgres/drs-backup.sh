@@ -40,7 +40,8 @@
 # failed-backup-... and never counts as a backup. What a killed run leaves (a .tmp-backup-* folder, a
 # scratch database) is removed by the next run. Connection: the libpq variables (PGHOST, PGUSER,
 # PGPASSWORD, PGDATABASE), defaulting to POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB; the
-# password may come from a file instead (PGPASSWORD_FILE: a Docker secret, docs/swarm.md).
+# password may come from a file instead (PGPASSWORD_FILE: a Docker secret, docs/swarm.md), and so
+# may the other secrets (NAME_FILE, below).
 set -Eeuo pipefail
 umask 077
 
@@ -80,10 +81,16 @@ PITR_WAL_DIR=.drs-restore-wal
 BACKUP_ROLE=drs_backup
 export PGUSER="${PGUSER:-${POSTGRES_USER:-postgres}}"
 export PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-$PGUSER}}"
-if [ -z "${PGPASSWORD:-}" ] && [ -n "${PGPASSWORD_FILE:-}" ]; then
-	PGPASSWORD=$(cat "$PGPASSWORD_FILE")
-	export PGPASSWORD
-elif [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
+# Secrets from files (Docker secrets on a swarm, docs/swarm.md): NAME_FILE when NAME is empty.
+for secret_var in PGPASSWORD POSTGRES_BACKUP_PASSWORD OFFSITE_PASSWORD OFFSITE_S3_SECRET_ACCESS_KEY OFFSITE_SSH_KEY; do
+	secret_file_var="${secret_var}_FILE"
+	if [ -z "${!secret_var:-}" ] && [ -n "${!secret_file_var:-}" ]; then
+		[ -r "${!secret_file_var}" ] || { printf 'drs-backup: error: %s=%s cannot be read\n' "$secret_file_var" "${!secret_file_var}" >&2; exit 1; }
+		export "$secret_var=$(cat "${!secret_file_var}")"
+	fi
+done
+unset secret_var secret_file_var
+if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
 	export PGPASSWORD="$POSTGRES_PASSWORD"
 fi
 export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-10}"

@@ -51,7 +51,24 @@ flower_cmd() {
 		--max_tasks=10000 --purge_offline_workers=3600
 }
 
+# On a swarm the passwords are files (Docker secrets, docs/swarm.md): FLOWER_PASSWORD_FILE, and
+# REDIS_PASSWORD_FILE put into CELERY_BROKER_URL (given there without a password).
+flower_secret_files() {
+	if [ -z "${FLOWER_PASSWORD:-}" ] && [ -n "${FLOWER_PASSWORD_FILE:-}" ]; then
+		FLOWER_PASSWORD=$(cat "$FLOWER_PASSWORD_FILE") || { log "error: cannot read FLOWER_PASSWORD_FILE"; exit 64; }
+	fi
+	if [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
+		local password
+		password=$(cat "$REDIS_PASSWORD_FILE") || { log "error: cannot read REDIS_PASSWORD_FILE"; exit 64; }
+		case "${CELERY_BROKER_URL:-}" in
+			redis://*@*) log "error: CELERY_BROKER_URL has a password and REDIS_PASSWORD_FILE is set; set only one"; exit 64 ;;
+			redis://*) export CELERY_BROKER_URL="redis://:${password}@${CELERY_BROKER_URL#redis://}" ;;
+		esac
+	fi
+}
+
 flower_auth() {
+	flower_secret_files
 	local user=${FLOWER_USER:-flower} password=${FLOWER_PASSWORD:-}
 	if [ "${#password}" -lt 16 ]; then
 		log "error: FLOWER_PASSWORD must have at least 16 characters: set one in the env file" \

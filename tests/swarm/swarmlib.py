@@ -18,7 +18,6 @@ SWARM = str(Path(ROOT, "scripts", "swarm.sh"))
 DEPLOY_TIMEOUT = (
     900  # hang guard for `scripts/swarm.sh deploy` (2 shared cores), never a speed check
 )
-SECRET_VARS = ("DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> str:

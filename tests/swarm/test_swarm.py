@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from swarmlib import SwarmStack, build_test_image, docker, swarm_state
 
-from conftest import Client, record_timing
+from conftest import ROOT, Client, record_timing
 
 # deploylib's request load, nginx log follower and retry evidence (tests/deploy).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
@@ -33,6 +33,12 @@ from deploylib import (
 THREADS = 4
 MAX_RETRIES = 10  # as tests/deploy: nginx reloads as web tasks come and go
 APP_SERVICES = {"postgres", "redis", "web", "worker", "beat", "backup", "nginx"}
+# Every value the env file may hold that is a secret (scripts/swarm.sh, SECRETS + OPTIONAL_SECRETS).
+ALL_SECRET_VARS = (
+    "DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "POSTGRES_BACKUP_PASSWORD",
+    "FLOWER_PASSWORD", "OFFSITE_PASSWORD", "OFFSITE_S3_SECRET_ACCESS_KEY", "OFFSITE_SSH_KEY",
+    "SENTRY_DSN", "EMAIL_URL", "ALERTMANAGER_WEBHOOK_URL",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -200,12 +206,10 @@ def test_e2e_smoke_through_nginx(stack, base_url, make_user):
 def test_no_secret_in_any_environment(stack):
     """No secret's value in any container's or service's environment (docker inspect): the
     containers read them from /run/secrets (*_FILE)."""
-    values = [
-        v
-        for k, v in stack.env_values().items()
-        if k in ("DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
-    ]
-    assert len(values) == 3
+    env = stack.env_values()
+    values = [env[k] for k in ALL_SECRET_VARS if env.get(k)]
+    # make prod-env writes these five (and OFFSITE_PASSWORD); each must be a Docker secret.
+    assert len(values) >= 5, sorted(k for k in ALL_SECRET_VARS if env.get(k))
     assert all(len(v) >= 16 for v in values)
     ids = stack.all_container_ids()
     assert len(ids) >= len(APP_SERVICES)
@@ -215,6 +219,64 @@ def test_no_secret_in_any_environment(stack):
     web = stack.container_ids("web")[0]
     files = docker("exec", web, "ls", "/run/secrets").split()
     assert sorted(files) == ["django_secret_key", "postgres_password", "redis_password"]
+
+
+def test_backup_role_logs_in_with_its_secret(stack):
+    """POSTGRES_BACKUP_PASSWORD as a Docker secret: postgres set the backup role's password from
+    its file, and the backup service, reading its own copy, opens a replication connection."""
+    backup = stack.container_ids("backup")[0]
+    out = docker(
+        "exec", backup, "sh", "-c",
+        'PGPASSWORD="$(cat "$POSTGRES_BACKUP_PASSWORD_FILE")" psql -Atc IDENTIFY_SYSTEM '
+        '"host=postgres user=drs_backup replication=true dbname=postgres"',
+    )  # fmt: skip
+    assert out.split("|")[0].strip().isdigit(), out
+    assert "postgres_backup_password" in docker("exec", backup, "ls", "/run/secrets").split()
+
+
+def test_every_secret_and_profile_renders_as_files(tmp_path):
+    """With every optional secret set and the flower and monitoring profiles on, the rendered
+    stack holds no secret's value, and each service that reads one gets its file (NAME_FILE)."""
+    env_file = tmp_path / "all.env"
+    secrets = {var: f"{var.lower()}-{uuid.uuid4().hex}" for var in ALL_SECRET_VARS}
+    secrets["SENTRY_DSN"] = f"https://{uuid.uuid4().hex}@sentry.example.com/1"
+    secrets["EMAIL_URL"] = f"smtp+tls://u:{uuid.uuid4().hex}@smtp.example.com:587"
+    secrets["ALERTMANAGER_WEBHOOK_URL"] = f"https://hooks.example.com/{uuid.uuid4().hex}"
+    lines = [f"{k}={v}" for k, v in secrets.items()]
+    lines += ["COMPOSE_PROFILES=flower,monitoring", "OFFSITE_REPOSITORY=/offsite/drs"]
+    example = Path(ROOT, "compose", "prod.env.example").read_text(encoding="utf-8")
+    env_file.write_text(example + "\n".join(lines) + "\n", encoding="utf-8")
+    done = subprocess.run(
+        [str(Path(ROOT, "scripts", "swarm.sh")), "render"], cwd=ROOT, capture_output=True,
+        text=True, timeout=120, check=False,
+        env={**os.environ, "PROD_ENV": str(env_file), "SWARM_STACK": "drs"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = Path(f"{env_file}.stack.json").read_text() + Path(f"{env_file}.migrate.json").read_text()
+    leaked = [k for k, v in secrets.items() if v in text]
+    assert leaked == []
+    stack_file = json.loads(Path(f"{env_file}.stack.json").read_text())
+    services = stack_file["services"]
+    assert {"flower", "prometheus", "alertmanager", "postgres-exporter"} <= set(services)
+    wants = {
+        "postgres": {"POSTGRES_PASSWORD_FILE", "POSTGRES_BACKUP_PASSWORD_FILE"},
+        "backup": {"PGPASSWORD_FILE", "POSTGRES_BACKUP_PASSWORD_FILE", "OFFSITE_PASSWORD_FILE",
+                   "OFFSITE_S3_SECRET_ACCESS_KEY_FILE", "OFFSITE_SSH_KEY_FILE"},
+        "web": {"DJANGO_SECRET_KEY_FILE", "SENTRY_DSN_FILE", "EMAIL_URL_FILE"},
+        "flower": {"FLOWER_PASSWORD_FILE", "REDIS_PASSWORD_FILE"},
+        "alertmanager": {"ALERTMANAGER_WEBHOOK_URL_FILE"},
+        "postgres-exporter": {"DATA_SOURCE_PASS_FILE"},
+        "redis-exporter": {"REDIS_PASSWORD_FILE"},
+    }  # fmt: skip
+    for name, files in wants.items():
+        environment = services[name]["environment"]
+        assert files <= set(environment), (name, sorted(environment))
+        mounted = {f"/run/secrets/{s['target']}" for s in services[name]["secrets"]}
+        assert {environment[f] for f in files} <= mounted, name
+    # The WAL spool is a local volume: backup runs where postgres does (both labels).
+    assert services["backup"]["deploy"]["placement"]["constraints"] == [
+        "node.labels.drs.data == true", "node.labels.drs.media == true"
+    ]  # fmt: skip
 
 
 def test_django_sees_the_client_address(stack, base_url):

@@ -574,8 +574,9 @@ def _dsn_problem(dsn: str) -> str | None:
 
 
 # The DSN the project's settings page shows (Sentry: Client Keys; GlitchTip: the DSN). Unset:
-# the SDK is not even initialised.
-SENTRY_DSN = env.str("SENTRY_DSN", default="").strip()
+# the SDK is not even initialised. SENTRY_DSN_FILE: read from a file (a Docker secret,
+# docs/swarm.md).
+SENTRY_DSN = _secret("SENTRY_DSN").strip()
 SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="production").strip() or "production"
 # The deployed image tag (compose sets DRS_RELEASE from DRS_TAG): which deploy an error came from.
 SENTRY_RELEASE = env.str("DRS_RELEASE", default="").strip() or None
@@ -591,7 +592,8 @@ if SENTRY_DSN and (_dsn_error := _dsn_problem(SENTRY_DSN)):
 # Who gets a mail for every server error (500) and what sends it. DJANGO_ADMINS: comma-separated
 # addresses, each optionally with a name: "Ops <ops@example.com>, dev@example.com". Mail goes
 # through EMAIL_URL: smtp://user:password@host:25 (STARTTLS: smtp+tls://; SSL: smtp+ssl://); without
-# it production sends none, development prints mail on the console.
+# it production sends none, development prints mail on the console. EMAIL_URL_FILE: read from a
+# file (a Docker secret, docs/swarm.md).
 _admins_raw = env.str("DJANGO_ADMINS", default="").strip()
 ADMINS = [(name, address) for name, address in getaddresses([_admins_raw]) if name or address]
 for _name, _address in ADMINS:
@@ -600,9 +602,7 @@ for _name, _address in ADMINS:
             f"DJANGO_ADMINS has {_address or _name!r}, which is not an e-mail address; set it to "
             'comma-separated addresses, e.g. DJANGO_ADMINS="Ops <ops@example.com>, dev@example.com"'
         )
-_email_url = env.str("EMAIL_URL", default="").strip() or (
-    "consolemail://" if DEBUG else "dummymail://"
-)
+_email_url = _secret("EMAIL_URL").strip() or ("consolemail://" if DEBUG else "dummymail://")
 try:
     _email = env.email_url_config(_email_url)
 except (ImproperlyConfigured, ValueError) as exc:

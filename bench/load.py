@@ -57,6 +57,19 @@ def wrk_cpu_seconds(stdout: str) -> float | None:
     return round(int(m[1]) * 60 + float(m[2]) + int(m[3]) * 60 + float(m[4]), 2)
 
 
+def cpu_ns(container: str) -> int | None:
+    """The container's CPU time so far (ns), from its cgroup: cpuacct.usage (cgroup v1, as
+    Docker 20.10 mounts it here) or cpu.stat's usage_usec (cgroup v2)."""
+    v1 = run(["docker", "exec", container, "cat", "/sys/fs/cgroup/cpuacct/cpuacct.usage"], check=False)
+    if v1.returncode == 0 and v1.stdout.strip().isdigit():
+        return int(v1.stdout.strip())
+    v2 = run(["docker", "exec", container, "cat", "/sys/fs/cgroup/cpu.stat"], check=False)
+    for line in v2.stdout.splitlines():
+        if line.startswith("usage_usec "):
+            return int(line.split()[1]) * 1000
+    return None
+
+
 def time_wait_host() -> int:
     out = run(["ss", "-Htan", "state", "time-wait"], check=False).stdout
     return len([line for line in out.splitlines() if line.strip()])

@@ -18,7 +18,7 @@ from bench.config import (
     WARMUP,
 )
 from bench.console import fail, log
-from bench.load import drain_time_wait, wrk
+from bench.load import cpu_ns, drain_time_wait, wrk
 from bench.stack import Stack, http_status, wait_answered, wait_http
 
 SETUPS = {
@@ -160,7 +160,16 @@ def measure(
     """One wrk run of scenario `name` on set-up `key`, after TIME_WAIT drained; its row."""
     _, target, mode, _ = SCENARIOS[name]
     drain = drain_time_wait(DRAIN_RUN_MAX, urls["containers"])
+    web_before = cpu_ns(urls["containers"][0])
     row = wrk(stack, urls["targets"][target], mode, path, connections, DURATION, data)
+    web_after = cpu_ns(urls["containers"][0])
+    # web's CPU per request answered (its cgroup, over the run and wrk's start and stop): the
+    # price of a setting, steadier than req/s on a machine the load generator shares.
+    row["web_cpu_ms_per_req"] = (
+        round((web_after - web_before) / 1e6 / row["requests"], 3)
+        if web_before is not None and web_after is not None and row["requests"]
+        else None
+    )
     if QUICK and not row["requests"]:
         # Nothing completed within DURATION says only that the machine is slow (speed
         # is never the quick check's business). Once web has worked through what the
@@ -174,6 +183,6 @@ def measure(
     log(
         f"  {name:<4} c={connections:<3} {row['rps']:>9.1f} req/s  p50 {row['p50_ms']:7.1f} ms"
         f"  p99 {row['p99_ms']:7.1f} ms  non-2xx {row['non2xx']}  socket errors {errors}"
-        f"  wrk CPU {row['wrk_cpu_s']} s"
+        f"  wrk CPU {row['wrk_cpu_s']} s  web CPU {row['web_cpu_ms_per_req']} ms/request"
     )
     return row

@@ -1,6 +1,7 @@
 """Fixtures for the image tests: the images under test (built from services/<name>
 when the tag does not exist), a throwaway network, and a container/volume factory
-whose products are always removed afterwards, pass or fail.
+whose products are always removed afterwards, pass or fail: per test (containers), or
+per module (module_containers, for a server that several tests only read from).
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ def network() -> Iterator[str]:
 
 @pytest.fixture
 def containers(network: str) -> Iterator[Containers]:
+    c = Containers(network)
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_containers(network: str) -> Iterator[Containers]:
     c = Containers(network)
     try:
         yield c

@@ -41,19 +41,20 @@ def network() -> Iterator[str]:
         docker("network", "rm", name, check=False)
 
 
-@pytest.fixture
-def containers(network: str) -> Iterator[Containers]:
+def removed_afterwards(network: str) -> Iterator[Containers]:
+    """Containers on the network, all removed when the fixture ends, pass or fail."""
     c = Containers(network)
     try:
         yield c
     finally:
         c.cleanup()
+
+
+@pytest.fixture
+def containers(network: str) -> Iterator[Containers]:
+    yield from removed_afterwards(network)
 
 
 @pytest.fixture(scope="module")
 def module_containers(network: str) -> Iterator[Containers]:
-    c = Containers(network)
-    try:
-        yield c
-    finally:
-        c.cleanup()
+    yield from removed_afterwards(network)

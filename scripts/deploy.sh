@@ -383,22 +383,16 @@ note_data_services() { # note_data_services TAG
 }
 
 switch_to() { # switch_to TAG: the rolling part shared by deploy and rollback
-	local tag=$1
+	local tag=$1 optional
 	rolling_replace "$tag" web
 	rolling_replace "$tag" worker
-	recreate "$tag" beat
-	# Flower, when its profile is on (COMPOSE_PROFILES=flower): one container, a gap is fine.
-	if prod_compose config --services | grep -qx flower; then
-		recreate "$tag" flower
-	fi
-	# The monitoring profile, when it is on (COMPOSE_PROFILES=monitoring): all at once; a gap in
-	# scraping is fine (Prometheus and Alertmanager keep their data on their volumes).
-	local monitoring
-	monitoring=$(prod_compose config --services | grep -xE 'prometheus|alertmanager|[a-z]+-exporter' || true)
-	if [ -n "$monitoring" ]; then
-		# shellcheck disable=SC2086 # one service name per word
-		recreate "$tag" $monitoring
-	fi
+	# Beat, and the opt-in profiles' services when they are on (COMPOSE_PROFILES): Flower, and
+	# monitoring's Prometheus, Alertmanager and exporters. One container each, where a gap of
+	# seconds is fine (Prometheus and Alertmanager keep their data on their volumes): recreated
+	# at once and waited for together, not one after another.
+	optional=$(prod_compose config --services | grep -xE 'flower|prometheus|alertmanager|[a-z]+-exporter' || true)
+	# shellcheck disable=SC2086 # one service name per word
+	recreate "$tag" beat $optional
 	maybe_replace_nginx "$tag"
 	say "recreating backup ($tag)"
 	prod_compose_at "$tag" up -d --no-deps backup 2>&1 | grep -v '^ *Container .* Running$' || true

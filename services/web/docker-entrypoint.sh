@@ -10,6 +10,10 @@ set -Eeuo pipefail
 
 log() { printf '[web] %s\n' "$*" >&2; }
 
+# metrics_dir: prometheus-client's multiprocess folder, emptied (shared with the worker image).
+# shellcheck source=metrics-dir.sh
+. /usr/local/lib/drs/metrics-dir.sh
+
 web_require_env() {
 	# The production guard in config/settings.py names the variable; this is the early,
 	# friendlier twin for the two a container cannot run without.
@@ -17,17 +21,6 @@ web_require_env() {
 		log "error: DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set; put one in compose/prod.env (make prod-env makes one)"
 		exit 1
 	fi
-}
-
-# prometheus-client's multiprocess mode (apps/core/metrics.py): every process of gunicorn writes
-# its samples to files here; emptied at start, as files of an earlier run's processes would be
-# counted again. On /tmp, a tmpfs in production. Nothing with DJANGO_METRICS=0.
-web_metrics_dir() {
-	case "${DJANGO_METRICS:-1}" in 0 | false | no | off) return ;; esac
-	export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-metrics}"
-	rm -rf "$PROMETHEUS_MULTIPROC_DIR"
-	mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
-	chmod 0700 "$PROMETHEUS_MULTIPROC_DIR"
 }
 
 # Connections to gunicorn's port from other hosts (nginx), ESTABLISHED (state 01) in
@@ -102,7 +95,7 @@ main() {
 		gunicorn)
 			shift || true
 			web_require_env
-			web_metrics_dir
+			metrics_dir
 			web_gunicorn "$@"
 			;;
 		runserver)

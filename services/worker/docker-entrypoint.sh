@@ -14,15 +14,10 @@ set -Eeuo pipefail
 
 log() { printf '[worker] %s\n' "$*" >&2; }
 
-# prometheus-client's multiprocess mode for the worker's pool processes (apps/core/metrics.py;
-# the same as web-entrypoint.sh's): emptied at start, on /tmp. Nothing with DJANGO_METRICS=0.
-worker_metrics_dir() {
-	case "${DJANGO_METRICS:-1}" in 0 | false | no | off) return ;; esac
-	export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-metrics}"
-	rm -rf "$PROMETHEUS_MULTIPROC_DIR"
-	mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
-	chmod 0700 "$PROMETHEUS_MULTIPROC_DIR"
-}
+# metrics_dir: prometheus-client's multiprocess folder for the worker's pool processes, emptied
+# (the web image's script, as web-entrypoint.sh uses it).
+# shellcheck source=../web/metrics-dir.sh
+. /usr/local/lib/drs/metrics-dir.sh
 
 worker_cmd() {
 	printf '%s\n' celery -A config worker \
@@ -88,13 +83,13 @@ flower_auth() {
 main() {
 	local -a cmd
 	case "${1:-worker}" in
-		worker) worker_metrics_dir; mapfile -t cmd < <(worker_cmd); shift || true; exec "${cmd[@]}" "$@" ;;
+		worker) metrics_dir; mapfile -t cmd < <(worker_cmd); shift || true; exec "${cmd[@]}" "$@" ;;
 		beat) mapfile -t cmd < <(beat_cmd); shift; exec "${cmd[@]}" "$@" ;;
 		flower) flower_auth; mapfile -t cmd < <(flower_cmd); shift; exec "${cmd[@]}" "$@" ;;
 		watch)
 			shift
 			case "${1:-worker}" in
-				worker) worker_metrics_dir; mapfile -t cmd < <(worker_cmd) ;;
+				worker) metrics_dir; mapfile -t cmd < <(worker_cmd) ;;
 				beat) mapfile -t cmd < <(beat_cmd) ;;
 				*) log "error: watch takes 'worker' or 'beat', not '$1'"; exit 64 ;;
 			esac

@@ -66,7 +66,7 @@ def users(stack):
 
 
 # nginx's per-address login bucket (NGINX_LOGIN_BURST, NGINX_LOGIN_RATE) is shared by every
-# suite on the stack (fuzz and make_user log in too), so it may be empty when a case starts. Its
+# suite on the stack (fuzz and e2e log in too), so it may be empty when a case starts. Its
 # refusal comes before gunicorn: the app never sees that attempt.
 EDGE_REFUSAL = "Too many login attempts from this address"
 EDGE_WAIT_BOUND = 90

@@ -218,7 +218,13 @@ def test_drill_rebuilds_the_destroyed_stack_from_the_repository_alone(source, re
 
     loop = threading.Thread(target=write_loop, daemon=True)
     loop.start()
-    time.sleep(3 * ARCHIVE_TIMEOUT + 5)
+    # The loop runs until its first writes are off-site: the WAL segment being written once they
+    # are acknowledged is archived (the server's archive_timeout) and sent (the shipper's round).
+    deadline = time.monotonic() + 60
+    while not acked:
+        assert time.monotonic() < deadline, "the write loop got no post acknowledged in 60 s"
+        time.sleep(0.2)
+    wal_sent(src)
     rows_before = dict(line.split(" ", 1) for line in psql(src, POSTS_ROWS).splitlines())
     # Destroyed under the loop: the server leaves the network first (compose removes it).
     docker("network", "disconnect", f"{src.project}_offsite", server)

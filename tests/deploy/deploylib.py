@@ -293,6 +293,7 @@ class Load:
     reopened: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    threads: list = field(default_factory=list)  # empty until started
 
     def call(self, conn: KeepAlive, method: str, path: str, body, want: int) -> Reply | None:
         started = time.time()
@@ -360,19 +361,29 @@ class Load:
         with self.lock:
             self.reopened += conn.reopened
 
-    def __enter__(self):
+    def start(self) -> None:
         self.threads = [
             threading.Thread(target=self._user, args=(u,), daemon=True) for u in self.users
         ]
         self.threads.append(threading.Thread(target=self._exports, daemon=True))
         for t in self.threads:
             t.start()
-        return self
 
-    def __exit__(self, *exc):
+    def running(self) -> bool:
+        return bool(self.threads)
+
+    def finish(self) -> None:
+        """Stops the load (one that never started: nothing to do) and waits for its threads."""
         self.stop.set()
         for t in self.threads:
             t.join(timeout=REQUEST_TIMEOUT * 2 + 5)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.finish()
 
     def started_between(self, t0: float, t1: float) -> list:
         return [d for d in self.done if t0 <= d.started <= t1]

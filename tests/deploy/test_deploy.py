@@ -9,10 +9,11 @@
 4. `make update` (docs/upgrades.md): every image rebuilt with its apt layers run again (none from
    the build cache), what changed printed, deployed; then `make rollback` to the images before.
 
-A bounded read/write load through nginx runs during each. Every request is sent once; the only
-retry is of a request that met a reused idle keep-alive connection closed before any byte of an
-answer (deploylib.KeepAlive), and nginx's access log must show that its first attempt never
-reached nginx. Every title acknowledged with a 201 must be in the database exactly once.
+A bounded read/write load through nginx runs during each (during make update from its deploy
+step on: the image builds before it replace nothing that serves). Every request is sent once;
+the only retry is of a request that met a reused idle keep-alive connection closed before any
+byte of an answer (deploylib.KeepAlive), and nginx's access log must show that its first attempt
+never reached nginx. Every title acknowledged with a 201 must be in the database exactly once.
 Disruptive (replaces every app container), so this suite runs late."""
 
 import datetime
@@ -22,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -298,21 +300,41 @@ def save_output(name: str, run: MakeRun) -> None:
 
 
 def run_phase(
-    stack, base_url, users, name, tree, target, env, watcher=None, timeout=MAKE_TIMEOUT
+    stack,
+    base_url,
+    users,
+    name,
+    tree,
+    target,
+    env,
+    watcher=None,
+    timeout=MAKE_TIMEOUT,
+    load_from=None,
 ) -> Phase:
-    """make TARGET in tree under load; watcher.on_line sees make's output lines as they come."""
+    """make TARGET in tree under load; watcher.on_line sees make's output lines as they come.
+    load_from: a piece of make's output from which on the load runs (None: from before make
+    starts), for a target whose first steps change nothing that serves (make update's builds)."""
     before = snapshot(stack)
     logs = NginxLogs(stack)
     exporter = users.new_exporter()
     load = Load(base_url, users.load, exporter, prefix=f"deploy {RUN} {name}")
-    on_line = None
     if watcher is not None:
         watcher.load = load
-        on_line = watcher.on_line
-    with load:
-        time.sleep(3)  # the load is flowing before make starts
+
+    def on_line(line: str) -> None:
+        if load_from is not None and not load.running() and load_from in line:
+            load.start()
+        if watcher is not None:
+            watcher.on_line(line)
+
+    try:
+        if load_from is None:
+            load.start()
+            time.sleep(3)  # the load is flowing before make starts
         run = run_make(stack, tree, target, env, on_line, timeout)
         time.sleep(3)  # and goes on against what make left running
+    finally:
+        load.finish()
     entries = logs.collect()
     save_output(name, run)
     exports = wait_exports_done(base_url, exporter, load.export_ids)
@@ -661,20 +683,28 @@ def upgradable(image: str) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.startswith("Inst ")]
 
 
+def per_image(read, tag: str) -> dict:
+    """read("drs/NAME:TAG") for each reported image, the four at once (each runs containers;
+    upgradable's apt-get update mostly waits on the network)."""
+    with ThreadPoolExecutor(len(REPORTED)) as pool:
+        found = pool.map(read, (f"drs/{name}:{tag}" for name in REPORTED))
+        return dict(zip(REPORTED, found, strict=True))
+
+
 @pytest.fixture(scope="module")
 def update(stack, base_url, users):
     """make update from whatever tag the stack runs (after the rollback: tag0; the phases above
-    need not have passed), under load. UPDATE_BASE=keep: this machine's base image is shared,
-    and is made with debootstrap (minutes); the apt layers run again anyway, and that is what is
-    checked. No backup before migrating (phase 1 covers it)."""
+    need not have passed), under load from its deploy step on. UPDATE_BASE=keep: this machine's
+    base image is shared, and is made with debootstrap (minutes); the apt layers run again
+    anyway, and that is what is checked. No backup before migrating (phase 1 covers it)."""
     (tag0,) = running_tags(stack, "web")
     tag = f"dt-{RUN}-update"
-    before = {name: image_packages(f"drs/{name}:{tag0}") for name in REPORTED}
+    before = per_image(image_packages, tag0)
     try:
         phase = run_phase(
             stack, base_url, users, "update", ROOT, "update",
             {"DEPLOY_TAG": tag, "UPDATE_BASE": "keep", "DEPLOY_BACKUP": "0"},
-            timeout=UPDATE_TIMEOUT,
+            timeout=UPDATE_TIMEOUT, load_from="[deploy] deploying",
         )  # fmt: skip
         state = {
             "phase": phase,
@@ -683,9 +713,9 @@ def update(stack, base_url, users):
             "tags": tags(stack),
             "running": {service: running_tags(stack, service) for service in SERVICES},
             "before": before,
-            "after": {name: image_packages(f"drs/{name}:{tag}") for name in REPORTED},
-            "apt_layers": {name: apt_layers_built_at(f"drs/{name}:{tag}") for name in REPORTED},
-            "upgradable": {name: upgradable(f"drs/{name}:{tag}") for name in REPORTED},
+            "after": per_image(image_packages, tag),
+            "apt_layers": per_image(apt_layers_built_at, tag),
+            "upgradable": per_image(upgradable, tag),
         }
         # Back to the images before the update, so that this run's images can go.
         state["rollback"] = run_make(stack, ROOT, "rollback", {})

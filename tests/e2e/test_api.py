@@ -7,10 +7,15 @@ import time
 
 import pytest
 
+from conftest import log_in
 
-def test_token_and_me(make_user):
+
+def test_token_and_me(make_user, client):
     alice = make_user("alice")
-    r = alice.get("/api/me/")
+    r = log_in(client, alice.username, alice.password)
+    assert r.status_code == 200, r.text
+    client.headers["Authorization"] = f"Token {r.json()['token']}"
+    r = client.get("/api/me/")
     assert r.status_code == 200
     assert r.json()["username"] == alice.username
 

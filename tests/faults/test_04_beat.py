@@ -68,7 +68,11 @@ def test_a_second_beat_stands_by_and_takes_over(stack):
         active, standby = wait_for(roles, 60, "not one beat active and one standing by")
         ttl, check_interval = lock_timing(standby)
         active_sends = logs(active).count("Sending due task")
-        time.sleep(25)  # a few sweep intervals (10 s): the active one sends, the standby never
+        # Two sweeps (every 10 s) or more: the active one sends, the standby never.
+        wait_for(
+            lambda: logs(active).count("Sending due task") - active_sends >= 2,
+            60, "the active beat did not send two periodic tasks in 60 s", 1,
+        )  # fmt: skip
         sent_by_active = logs(active).count("Sending due task") - active_sends
         sent_by_standby = logs(standby).count("Sending due task")
         assert sent_by_active > 0, "the active beat sent nothing"

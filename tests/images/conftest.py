@@ -1,6 +1,7 @@
 """Fixtures for the image tests: the images under test (built from services/<name>
 when the tag does not exist), a throwaway network, and a container/volume factory
-whose products are always removed afterwards, pass or fail.
+whose products are always removed afterwards, pass or fail: per test (containers), or
+per module (module_containers, for a server that several tests only read from).
 """
 
 from __future__ import annotations
@@ -40,10 +41,20 @@ def network() -> Iterator[str]:
         docker("network", "rm", name, check=False)
 
 
-@pytest.fixture
-def containers(network: str) -> Iterator[Containers]:
+def removed_afterwards(network: str) -> Iterator[Containers]:
+    """Containers on the network, all removed when the fixture ends, pass or fail."""
     c = Containers(network)
     try:
         yield c
     finally:
         c.cleanup()
+
+
+@pytest.fixture
+def containers(network: str) -> Iterator[Containers]:
+    yield from removed_afterwards(network)
+
+
+@pytest.fixture(scope="module")
+def module_containers(network: str) -> Iterator[Containers]:
+    yield from removed_afterwards(network)

@@ -5,6 +5,8 @@ tests/backup."""
 
 from __future__ import annotations
 
+import time
+
 from imagetools import HARDENED, docker, wait_healthy
 
 PASSWORD = "correct horse battery staple"
@@ -75,19 +77,37 @@ def test_backup_while_the_media_folder_is_being_written(containers, postgres_ima
     """Exports are written (temporary file, then rename) and purged while backups run: every
     backup succeeds and holds whole files only, never a temporary one."""
     name = start(containers, postgres_image)
-    # Bounded churn: 4,000 files written, renamed into place and deleted 20 later, in subfolders.
-    sh(name, "mkdir -p /srv/media/exports && (for i in $(seq 1 4000); do "
+    # The churn: files written, renamed into place and deleted 20 later, in subfolders, until
+    # told to stop (bounded: 10 minutes); /tmp/churn-at counts the files written so far.
+    sh(name, "mkdir -p /srv/media/exports && (i=0; "
+             "while [ ! -e /tmp/churn-stop ] && [ $SECONDS -lt 600 ]; do i=$((i + 1)); "
              "d=/srv/media/exports/$((i % 7)); mkdir -p $d; "
              "printf 'row %s\\n' $i > $d/.f$i.csv.x.tmp; mv $d/.f$i.csv.x.tmp $d/f$i.csv; "
              "rm -f /srv/media/exports/$(( (i - 20) % 7 ))/f$((i - 20)).csv; "
+             "echo $i > /tmp/churn-at; "
              "done; touch /tmp/churn-done) >/dev/null 2>&1 &")  # fmt: skip
+
+    def written() -> int:
+        return int(sh(name, "cat /tmp/churn-at 2>/dev/null || echo 0").stdout.strip() or 0)
+
+    deadline = time.monotonic() + 30
+    while written() < 50:
+        assert time.monotonic() < deadline, "the churn never got going"
+        time.sleep(0.2)
     names = []
-    while sh(name, "test -e /tmp/churn-done", check=False).returncode != 0:
+    for _ in range(3):
+        before = written()
         done = sh(name, "backup", check=False)
         assert done.returncode == 0, f"backup failed while media was written:\n{done.stderr}"
         names.append(done.stdout.strip())
-        assert len(names) < 50, "the churn loop did not finish"
-    assert names, "the churn finished before a backup ran; nothing was tested"
+        assert written() > before, "no file was written while the backup ran: nothing was tested"
+    # Still churning after the last backup: each one ran while files were written.
+    assert sh(name, "test -e /tmp/churn-done", check=False).returncode != 0, "the churn ended"
+    sh(name, "touch /tmp/churn-stop")
+    deadline = time.monotonic() + 30
+    while sh(name, "test -e /tmp/churn-done", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the churn did not stop when told"
+        time.sleep(0.2)
     checked = 0
     for backup_name in names:
         listing = sh(name, f"tar -tzvf /backups/{backup_name}/media.tar.gz").stdout

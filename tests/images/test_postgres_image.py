@@ -1,7 +1,8 @@
 """Contract tests of drs/postgres: what the web app and the operator rely on.
 
-Each test starts its own containers on a throwaway network (no host ports) and
-talks to the server from a second container of the same image, over TCP.
+Each test starts its own containers on a throwaway network (no host ports), except
+the tests that only read from a server with the default settings: they share one
+(`server`). Tests talk to the server from a second container of the same image, over TCP.
 """
 
 from __future__ import annotations
@@ -81,23 +82,27 @@ def start_server(
     return name
 
 
-def test_scram_password_login_over_tcp_from_another_container(containers, postgres_image):
-    name = start_server(containers, postgres_image)
+@pytest.fixture(scope="module")
+def server(module_containers, postgres_image) -> str:
+    """A server with the default settings, for the tests that only read from it."""
+    name = start_server(module_containers, postgres_image)
     wait_healthy(name)
-    assert query(containers, postgres_image, name, "SELECT current_user") == "postgres"
+    return name
+
+
+def test_scram_password_login_over_tcp_from_another_container(containers, postgres_image, server):
+    assert query(containers, postgres_image, server, "SELECT current_user") == "postgres"
     stored = query(
         containers,
         postgres_image,
-        name,
+        server,
         "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'",
     )
     assert stored.startswith("SCRAM-SHA-256$")
 
 
-def test_wrong_password_is_refused(containers, postgres_image):
-    name = start_server(containers, postgres_image)
-    wait_healthy(name)
-    proc = psql(containers, postgres_image, name, "SELECT 1", password="not the password")
+def test_wrong_password_is_refused(containers, postgres_image, server):
+    proc = psql(containers, postgres_image, server, "SELECT 1", password="not the password")
     assert proc.returncode != 0
     assert "password authentication failed" in proc.stderr
 
@@ -219,12 +224,10 @@ def test_failing_init_script_fails_the_container_and_the_volume_is_refused_later
     assert "ready to accept connections" not in log
 
 
-def test_postgres_is_pid_1_as_the_postgres_user(containers, postgres_image):
-    name = start_server(containers, postgres_image)
-    wait_healthy(name)
-    assert pid1(name) == ("postgres", 999, 999)
-    assert docker("exec", name, "id", "-un").stdout.strip() == "postgres"
-    cmdline = docker("exec", name, "cat", "/proc/1/cmdline").stdout
+def test_postgres_is_pid_1_as_the_postgres_user(server):
+    assert pid1(server) == ("postgres", 999, 999)
+    assert docker("exec", server, "id", "-un").stdout.strip() == "postgres"
+    cmdline = docker("exec", server, "cat", "/proc/1/cmdline").stdout
     assert cmdline.startswith("postgres"), cmdline
     assert PASSWORD not in cmdline
 
@@ -251,7 +254,8 @@ def test_stop_is_a_clean_shutdown_without_crash_recovery(containers, postgres_im
 def test_healthy_only_after_initialisation(containers, postgres_image, tmp_path):
     init = tmp_path / "init"
     init.mkdir()
-    (init / "01-slow.sh").write_text("sleep 15\n")
+    # Long enough for the checks below (Docker's health checks run every second here).
+    (init / "01-slow.sh").write_text("sleep 10\n")
     (init / "01-slow.sh").chmod(0o644)
     name = start_server(containers, postgres_image, init_files=init)
     wait_for_log(name, "sourcing /docker-entrypoint-initdb.d/01-slow.sh")
@@ -285,13 +289,11 @@ def test_server_arguments_pass_through_and_config_is_the_image_one(containers, p
     assert out == "8MB|/etc/postgresql/postgresql.conf|1.1|off|scram-sha-256"
 
 
-def test_jit_left_out_cleanly(containers, postgres_image):
-    name = start_server(containers, postgres_image)
-    wait_healthy(name)
+def test_jit_left_out_cleanly(containers, postgres_image, server):
     out = query(
         containers,
         postgres_image,
-        name,
+        server,
         "SET jit = on; SET jit_above_cost = 0; "
         "SELECT pg_jit_available(), sum(g) FROM generate_series(1, 1000) g",
     )

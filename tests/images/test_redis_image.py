@@ -1,7 +1,8 @@
 """Contract tests of drs/redis: what Celery and the operator rely on.
 
-Each test starts its own containers on a throwaway network (no host ports);
-clients are redis-cli in a second container of the same image, with the
+Each test starts its own containers on a throwaway network (no host ports), except
+the tests that only read from a server with the default settings: they share one
+(`server`). Clients are redis-cli in a second container of the same image, with the
 password in REDISCLI_AUTH (never on a command line).
 """
 
@@ -48,23 +49,25 @@ def start_server(
     )
 
 
-def test_password_login_from_another_container(containers, redis_image):
-    name = start_server(containers, redis_image)
+@pytest.fixture(scope="module")
+def server(module_containers, redis_image) -> str:
+    """A server with the default settings, for the tests that only read from it."""
+    name = start_server(module_containers, redis_image)
     wait_healthy(name, timeout=60)
-    assert ok(containers, redis_image, name, "ping") == ["PONG"]
+    return name
 
 
-def test_unauthenticated_command_gets_noauth(containers, redis_image):
-    name = start_server(containers, redis_image)
-    wait_healthy(name, timeout=60)
-    proc = cli(containers, redis_image, name, "get", "anything", password=None)
+def test_password_login_from_another_container(containers, redis_image, server):
+    assert ok(containers, redis_image, server, "ping") == ["PONG"]
+
+
+def test_unauthenticated_command_gets_noauth(containers, redis_image, server):
+    proc = cli(containers, redis_image, server, "get", "anything", password=None)
     assert "NOAUTH" in proc.stdout + proc.stderr
 
 
-def test_wrong_password_is_refused(containers, redis_image):
-    name = start_server(containers, redis_image)
-    wait_healthy(name, timeout=60)
-    proc = cli(containers, redis_image, name, "ping", password="wrong")
+def test_wrong_password_is_refused(containers, redis_image, server):
+    proc = cli(containers, redis_image, server, "ping", password="wrong")
     out = proc.stdout + proc.stderr
     assert "WRONGPASS" in out
     assert "PONG" not in out
@@ -145,11 +148,9 @@ def test_data_survives_a_restart_and_files_are_private(containers, redis_image):
     assert all(line.startswith("600 ") for line in modes), modes
 
 
-def test_runs_as_non_root_with_redis_server_as_pid_1(containers, redis_image):
-    name = start_server(containers, redis_image)
-    wait_healthy(name, timeout=60)
-    assert pid1(name) == ("redis-server", 999, 999)
-    assert docker("exec", name, "id", "-un").stdout.strip() == "redis"
+def test_runs_as_non_root_with_redis_server_as_pid_1(server):
+    assert pid1(server) == ("redis-server", 999, 999)
+    assert docker("exec", server, "id", "-un").stdout.strip() == "redis"
 
 
 def test_password_reaches_redis_server_on_standard_input_only(containers, redis_image, tmp_path):
@@ -178,11 +179,9 @@ def test_password_reaches_redis_server_on_standard_input_only(containers, redis_
     assert 'requirepass "broker \\"secret\\" with spaces\\\\"' in stdin, stdin
 
 
-def test_health_check_needs_the_right_password(containers, redis_image):
-    name = start_server(containers, redis_image)
-    wait_healthy(name, timeout=60)
-    assert docker("exec", name, "docker-healthcheck", check=False).returncode == 0
-    wrong = docker("exec", "-e", "REDIS_PASSWORD=wrong", name, "docker-healthcheck", check=False)
+def test_health_check_needs_the_right_password(server):
+    assert docker("exec", server, "docker-healthcheck", check=False).returncode == 0
+    wrong = docker("exec", "-e", "REDIS_PASSWORD=wrong", server, "docker-healthcheck", check=False)
     assert wrong.returncode != 0
 
 

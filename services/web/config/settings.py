@@ -13,7 +13,7 @@ from datetime import timedelta
 from email.utils import getaddresses
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -64,6 +64,19 @@ def _secret(name: str) -> str:
     if env.str(name, default="") and env.str(f"{name}_FILE", default=""):
         _refuse(f"{name} and {name}_FILE are both set; set only one of them")
     return _secret_file(name) or env.str(name, default="")
+
+
+def _http_url(url: str) -> tuple[SplitResult, None] | tuple[None, str]:
+    """``url`` split, or why it is not an http:// or https:// URL with a host (a port that is
+    not a number included): the shared start of the origin and DSN checks below."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as exc:
+        return None, str(exc)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return None, "it needs http:// or https:// and a host"
+    return parts, None
 
 
 def _with_password(variable: str, url: str, password: str, password_variable: str) -> str:
@@ -292,13 +305,9 @@ def _origin_problem(origin: str) -> str | None:
     """Why ``origin`` is not an origin a browser sends (None if it is one)."""
     if any(character.isspace() for character in origin):
         return "it has a space in it"
-    try:
-        parts = urlsplit(origin)
-        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        return "it needs http:// or https:// and a host"
+    parts, problem = _http_url(origin)
+    if parts is None:
+        return problem
     if parts.path or parts.query or parts.fragment or parts.username or parts.password:
         return "an origin is only scheme://host[:port], without path, / or query"
     if origin != origin.lower():
@@ -559,13 +568,9 @@ def _fraction(name: str, default: float) -> float:
 
 def _dsn_problem(dsn: str) -> str | None:
     """Why ``dsn`` is not a Sentry DSN (https://PUBLIC_KEY@HOST/PROJECT_ID), None if it is."""
-    try:
-        parts = urlsplit(dsn)
-        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        return "it needs http:// or https:// and a host"
+    parts, problem = _http_url(dsn)
+    if parts is None:
+        return problem
     if not parts.username:
         return "it has no public key (the part before @)"
     if not parts.path.rstrip("/").rsplit("/", 1)[-1].isdigit():

@@ -13,8 +13,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+# swarmlib's docker: the manager's Docker (DOCKER_HOST, set by the fixture).
 from clusterlib import NODES, Cluster, ClusterStack, host_docker
-from swarmlib import docker  # the manager's Docker (DOCKER_HOST, set by the fixture)
+from swarmlib import docker, smoke_write_read_export
 
 from conftest import Client, record_timing
 
@@ -151,23 +153,7 @@ def test_e2e_smoke_through_nginx(cluster_stack, base_url, make_user):
     the shared media folder, served by nginx, whichever nodes they run on."""
     with Client(base_url) as anon:
         assert anon.get("/healthz").status_code == 200
-    alice = make_user("alice")
-    r = alice.post("/api/posts/", json={"title": "hello cluster", "body": "b"})
-    assert r.status_code == 201, r.text
-    assert alice.get(f"/api/posts/{r.json()['id']}/").json()["title"] == "hello cluster"
-    r = alice.post("/api/exports/", json={"format": "csv"})
-    assert r.status_code == 202, r.text
-    export_id = r.json()["id"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        export = alice.get(f"/api/exports/{export_id}/").json()
-        if export["status"] in ("done", "failed"):
-            break
-        time.sleep(0.5)
-    assert export["status"] == "done", export
-    r = alice.get(f"/api/exports/{export_id}/download/", headers={"Accept-Encoding": "identity"})
-    assert r.status_code == 200
-    assert "hello cluster" in r.text
+    smoke_write_read_export(make_user("alice"), "hello cluster", timeout=120)
     record_timing(f"swarm-cluster smoke: worker on {cluster_stack.task_nodes('worker')}, "
                   f"nginx on {cluster_stack.task_nodes('nginx')}")  # fmt: skip
 

@@ -171,3 +171,25 @@ def build_test_image(tag: str, dockerfile: str) -> None:
         ["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True,
         capture_output=True, check=True, timeout=300,
     )  # fmt: skip
+
+
+def smoke_write_read_export(user, title: str, timeout: float) -> None:
+    """The stack's smoke path through nginx, as a user: a post written and read back, and a CSV
+    export written by the worker into the media folder and served by nginx (X-Accel-Redirect)
+    with that post in it."""
+    r = user.post("/api/posts/", json={"title": title, "body": "b"})
+    assert r.status_code == 201, r.text
+    assert user.get(f"/api/posts/{r.json()['id']}/").json()["title"] == title
+    r = user.post("/api/exports/", json={"format": "csv"})
+    assert r.status_code == 202, r.text
+    export_id = r.json()["id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        export = user.get(f"/api/exports/{export_id}/").json()
+        if export["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    assert export["status"] == "done", export
+    r = user.get(f"/api/exports/{export_id}/download/", headers={"Accept-Encoding": "identity"})
+    assert r.status_code == 200
+    assert title in r.text

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from swarmlib import SwarmStack, build_test_image, docker, swarm_state
+from swarmlib import SwarmStack, build_test_image, docker, smoke_write_read_export, swarm_state
 
 from conftest import ROOT, Client, record_timing
 
@@ -184,23 +184,7 @@ def test_e2e_smoke_through_nginx(stack, base_url, make_user):
     media volume and served by nginx (X-Accel-Redirect)."""
     with Client(base_url) as anon:
         assert anon.get("/healthz").status_code == 200
-    alice = make_user("alice")
-    r = alice.post("/api/posts/", json={"title": "hello swarm", "body": "b"})
-    assert r.status_code == 201, r.text
-    assert alice.get(f"/api/posts/{r.json()['id']}/").json()["title"] == "hello swarm"
-    r = alice.post("/api/exports/", json={"format": "csv"})
-    assert r.status_code == 202, r.text
-    export_id = r.json()["id"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        export = alice.get(f"/api/exports/{export_id}/").json()
-        if export["status"] in ("done", "failed"):
-            break
-        time.sleep(0.5)
-    assert export["status"] == "done", export
-    r = alice.get(f"/api/exports/{export_id}/download/", headers={"Accept-Encoding": "identity"})
-    assert r.status_code == 200
-    assert "hello swarm" in r.text
+    smoke_write_read_export(make_user("alice"), "hello swarm", timeout=60)
 
 
 def test_no_secret_in_any_environment(stack):

@@ -278,10 +278,17 @@ stage_swarm() {
 	scripts/prod-env.sh "$dir/swarm.env" >/dev/null
 	scripts/certs-selfsigned.sh localhost "$dir/certs" >/dev/null
 	printf 'TLS_CERTS_DIR=%s\n' "$dir/certs" >>"$dir/swarm.env"
-	SWARM_STACK="$name" SWARM_ENV_FILE="$dir/swarm.env" E2E_CA_BUNDLE="$dir/certs/ca.pem" \
+	# A swarm deploys images by a fixed tag (scripts/swarm.sh: DRS_TAG, or the git commit when it
+	# is `latest`): the run's images under a tag of its own, removed afterwards.
+	local tag="swarm-test-$RUN_ID" image
+	for image in $(docker images --format '{{.Repository}}' --filter "reference=drs/*:$DRS_TAG"); do
+		docker tag "$image:$DRS_TAG" "$image:$tag"
+	done
+	DRS_TAG="$tag" SWARM_STACK="$name" SWARM_ENV_FILE="$dir/swarm.env" E2E_CA_BUNDLE="$dir/certs/ca.pem" \
 		pytest_run swarm tests/swarm -q
 	# The suite removes its stack and volumes; this catches what a killed run left.
 	docker volume ls -q --filter "label=com.docker.stack.namespace=$name" | xargs docker volume rm -f >/dev/null 2>&1 || true
+	docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=drs/*:$tag" | xargs docker rmi >/dev/null 2>&1 || true
 	rm -rf "$dir"
 }
 

@@ -268,6 +268,18 @@ stage_bench_quick() {
 # The prod stack on a single-node swarm of this Docker (tests/swarm makes the swarm and leaves
 # it). Its env file and certificates, like stage_stack's. nginx publishes no port on the node:
 # the suite reaches it through a relay on an overlay network it makes, on 127.0.0.1 only.
+# A swarm deploys images by a fixed tag (scripts/swarm.sh: DRS_TAG, or the git commit's when it
+# is `latest`, which this run never builds): the run's images under a tag of its own.
+swarm_images_tag() {
+	local image
+	for image in $(docker images --format '{{.Repository}}' --filter "reference=drs/*:$DRS_TAG"); do
+		docker tag "$image:$DRS_TAG" "$image:$1"
+	done
+}
+swarm_images_untag() {
+	docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=drs/*:$1" | xargs docker rmi >/dev/null 2>&1 || true
+}
+
 stage_swarm() {
 	local name="drs-swarm-$RUN_ID" dir
 	dir="$ROOT/.cache/$name"
@@ -278,17 +290,13 @@ stage_swarm() {
 	scripts/prod-env.sh "$dir/swarm.env" >/dev/null
 	scripts/certs-selfsigned.sh localhost "$dir/certs" >/dev/null
 	printf 'TLS_CERTS_DIR=%s\n' "$dir/certs" >>"$dir/swarm.env"
-	# A swarm deploys images by a fixed tag (scripts/swarm.sh: DRS_TAG, or the git commit when it
-	# is `latest`): the run's images under a tag of its own, removed afterwards.
-	local tag="swarm-test-$RUN_ID" image
-	for image in $(docker images --format '{{.Repository}}' --filter "reference=drs/*:$DRS_TAG"); do
-		docker tag "$image:$DRS_TAG" "$image:$tag"
-	done
+	local tag="swarm-test-$RUN_ID"
+	swarm_images_tag "$tag"
 	DRS_TAG="$tag" SWARM_STACK="$name" SWARM_ENV_FILE="$dir/swarm.env" E2E_CA_BUNDLE="$dir/certs/ca.pem" \
 		pytest_run swarm tests/swarm -q
 	# The suite removes its stack and volumes; this catches what a killed run left.
 	docker volume ls -q --filter "label=com.docker.stack.namespace=$name" | xargs docker volume rm -f >/dev/null 2>&1 || true
-	docker images --format '{{.Repository}}:{{.Tag}}' --filter "reference=drs/*:$tag" | xargs docker rmi >/dev/null 2>&1 || true
+	swarm_images_untag "$tag"
 	rm -rf "$dir"
 }
 
@@ -305,11 +313,14 @@ stage_swarm_cluster() {
 	scripts/prod-env.sh "$dir/swarm.env" >/dev/null
 	scripts/certs-selfsigned.sh localhost "$dir/certs" >/dev/null
 	printf '%s\n' "TLS_CERTS_DIR=$dir/certs" HTTP_PORT=8080 HTTPS_PORT=8443 WEB_REPLICAS=3 >>"$dir/swarm.env"
-	CLUSTER_NAME="$name" CLUSTER_ENV_FILE="$dir/swarm.env" CLUSTER_CERTS_DIR="$dir/certs" \
+	local tag="cluster-test-$RUN_ID"
+	swarm_images_tag "$tag"
+	DRS_TAG="$tag" CLUSTER_NAME="$name" CLUSTER_ENV_FILE="$dir/swarm.env" CLUSTER_CERTS_DIR="$dir/certs" \
 		E2E_CA_BUNDLE="$dir/certs/ca.pem" pytest_run swarm-cluster tests/cluster -q
 	docker ps -aq --filter "label=drs.cluster=$name" | xargs docker rm -f -v >/dev/null 2>&1 || true
 	docker volume ls -q --filter "name=$name-" | xargs docker volume rm -f >/dev/null 2>&1 || true
 	docker network rm "$name-net" >/dev/null 2>&1 || true
+	swarm_images_untag "$tag"
 	rm -rf "$dir"
 }
 

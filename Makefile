@@ -112,7 +112,7 @@ certs-selfsigned: ## Self-signed CA + certificate for DOMAIN=... (default localh
 	@scripts/certs-selfsigned.sh "$(or $(DOMAIN),localhost)" "$(or $(CERTS_DIR),certs)"
 
 ## Docker Swarm: the prod stack on one or more nodes (docs/swarm.md; SWARM_STACK, REGISTRY)
-.PHONY: swarm-init swarm-render swarm-deploy swarm-rollback swarm-ps swarm-logs swarm-push swarm-registry
+.PHONY: swarm-init swarm-render swarm-deploy swarm-rollback swarm-ps swarm-logs swarm-push swarm-registry swarm-backup swarm-backups swarm-restore
 swarm-init: ## Make this Docker a swarm manager (if it is not) and label it for data and media
 	@$(SETUP)
 	@scripts/swarm.sh init
@@ -128,13 +128,25 @@ swarm-push: ## Tag the stack's images and push them to REGISTRY (or REGISTRY_PUS
 	@$(CHECK)
 	@scripts/swarm.sh push
 
-swarm-registry: ## Run a registry for the nodes (Debian's docker-registry) as a service on port REGISTRY_PORT (5000)
+swarm-registry: ## Run a registry for the nodes (Debian's docker-registry) as a service on port REGISTRY_PORT (5000; REGISTRY_PUBLISH)
 	@$(CHECK)
 	@scripts/swarm.sh registry
 
 swarm-rollback: ## Roll the swarm stack's app services back to their previous spec (one step)
 	@$(CHECK)
 	@scripts/swarm.sh rollback
+
+swarm-backup: ## Take a verified backup of the swarm stack now (on the node that runs its backup service)
+	@$(CHECK)
+	@scripts/swarm.sh backup
+
+swarm-backups: ## List the swarm stack's backups, newest first, with their state
+	@$(CHECK)
+	@scripts/swarm.sh backups
+
+swarm-restore: ## Restore the swarm stack's backup FILE=NAME (scales web/worker/beat to 0 and back; one transaction)
+	@$(CHECK)
+	@scripts/swarm.sh restore "$(FILE)"
 
 swarm-ps: ## List the swarm stack's tasks, their nodes and states
 	@$(CHECK)

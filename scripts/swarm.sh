@@ -10,7 +10,12 @@
 #                                      every service (rolling)
 #   scripts/swarm.sh push              tag and push the stack's images to $REGISTRY_PUSH or $REGISTRY
 #   scripts/swarm.sh registry          run drs/registry (services/registry) as a service on this
-#                                      node, on port $REGISTRY_PORT (5000) of every node
+#                                      node, on port $REGISTRY_PORT (5000) of every node (the
+#                                      routing mesh), or of this node only (REGISTRY_PUBLISH=host)
+#   scripts/swarm.sh backup            take a verified backup now, in the backup service's container
+#   scripts/swarm.sh backups           list the backups and their state
+#   scripts/swarm.sh restore NAME      restore backup NAME: checks it first, scales web, worker and
+#                                      beat to 0, restores in one transaction, scales them back
 #   scripts/swarm.sh rollback          each app service back to its previous spec (one step only)
 #   scripts/swarm.sh ps                the stack's tasks
 #   scripts/swarm.sh logs [SERVICE]    follow a service's logs (default web)
@@ -18,7 +23,7 @@
 # Settings: PROD_ENV (compose/prod.env), SWARM_STACK (drs), DRS_TAG (the images' tag; default the
 # git commit), REGISTRY (host:port/prefix the nodes pull from; empty: local images, one node),
 # REGISTRY_PUSH (where this machine pushes, default REGISTRY), SWARM_PUSH (0: deploy pushes
-# nothing), REGISTRY_PORT (5000), SWARM_MEDIA_DIR (media on shared storage: docs/swarm.md),
+# nothing), REGISTRY_PORT (5000), REGISTRY_PUBLISH (ingress or host), SWARM_MEDIA_DIR (media on shared storage: docs/swarm.md),
 # SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +40,8 @@ offsite_password:OFFSITE_PASSWORD offsite_s3_secret_access_key:OFFSITE_S3_SECRET
 offsite_ssh_key:OFFSITE_SSH_KEY sentry_dsn:SENTRY_DSN email_url:EMAIL_URL
 alertmanager_webhook_url:ALERTMANAGER_WEBHOOK_URL"
 APP_SERVICES="web worker beat nginx backup"
+# What a restore stops (as scripts/backup.sh's WRITERS on one VM).
+WRITERS="web worker beat"
 
 log() { printf '[swarm] %s\n' "$*" >&2; }
 die() { printf 'swarm.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -125,26 +132,36 @@ images_push() {
 }
 
 # A registry for the nodes when the user has none: drs/registry (Debian's docker-registry) as a
-# swarm service on this node, published through the routing mesh on REGISTRY_PORT (5000) of every
-# node, so each node reaches it on 127.0.0.1, where Docker allows plain HTTP (REGISTRY=
-# 127.0.0.1:5000). The port is open on every address of every node: firewall it (docs/swarm.md).
+# swarm service on this node. Published through the routing mesh (REGISTRY_PUBLISH=ingress, the
+# default) on REGISTRY_PORT (5000) of every node, so each node reaches it on 127.0.0.1, where
+# Docker allows plain HTTP (REGISTRY=127.0.0.1:5000); the port is open on every address of every
+# node: firewall it. REGISTRY_PUBLISH=host: on this node's addresses only (no mesh, which needs
+# the kernel's IPVS); the nodes then pull from THIS_NODE:PORT, listed under insecure-registries
+# in their daemon.json (docs/swarm.md). The image is built here unless this Docker has it.
 cmd_registry() {
-	local port=${REGISTRY_PORT:-5000} image name="${STACK}-registry"
+	local port=${REGISTRY_PORT:-5000} mode=${REGISTRY_PUBLISH:-ingress} image name="${STACK}-registry"
 	image="drs/registry:$(swarm_tag)"
+	case "$mode" in ingress | host) ;; *) die "REGISTRY_PUBLISH=$mode: ingress or host" ;; esac
 	swarm_active || die "this Docker is not in a swarm: run 'make swarm-init' first"
 	if docker service inspect "$name" >/dev/null 2>&1; then
-		log "$name runs already: REGISTRY=127.0.0.1:$(docker service inspect --format '{{(index .Endpoint.Ports 0).PublishedPort}}' "$name")"
+		log "$name runs already, on port $(docker service inspect --format '{{(index .Endpoint.Ports 0).PublishedPort}}' "$name")"
 		return 0
 	fi
-	log "build $image (services/registry)"
-	docker build -q --build-arg "BASE_IMAGE=${BASE_IMAGE:-debian:trixie-slim}" -t "$image" services/registry >/dev/null
-	log "service $name on this node, port $port of every node"
+	if ! docker image inspect "$image" >/dev/null 2>&1; then
+		log "build $image (services/registry)"
+		docker build -q --build-arg "BASE_IMAGE=${BASE_IMAGE:-debian:trixie-slim}" -t "$image" services/registry >/dev/null
+	fi
+	log "service $name on this node, port $port ($mode)"
 	docker service create --detach --name "$name" --read-only --restart-condition any \
 		--constraint "node.id == $(docker info --format '{{.Swarm.NodeID}}')" \
-		--publish "published=$port,target=5000" \
+		--publish "published=$port,target=5000,mode=$mode" \
 		--mount "type=volume,source=$name,target=/var/lib/docker-registry" "$image" >/dev/null
 	wait_service "$name"
-	log "registry ready: REGISTRY=127.0.0.1:$port (in the env file or on the command line)"
+	if [ "$mode" = ingress ]; then
+		log "registry ready: REGISTRY=127.0.0.1:$port (in the env file or on the command line)"
+	else
+		log "registry ready on this node's port $port: REGISTRY=THIS_NODE:$port, listed under insecure-registries on every node"
+	fi
 }
 
 # wait_service NAME: until the (non-stack) service runs all its tasks.
@@ -203,8 +220,90 @@ cmd_deploy() {
 	log "deployed $STACK at tag $tag"
 }
 
+# The backup service's container on this node: backups run there, as `make backup` runs them in
+# the backup service on one VM; it runs where the data and media labels are (make swarm-init).
+backup_container() {
+	local cid node
+	cid=$(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_backup" | head -n 1)
+	if [ -z "$cid" ]; then
+		node=$(docker service ps --filter desired-state=running --format '{{.Node}}' "${STACK}_backup" 2>/dev/null | head -n 1)
+		die "no ${STACK}_backup task runs on this node: run this on ${node:-the node labelled drs.data and drs.media}"
+	fi
+	printf '%s\n' "$cid"
+}
+
+backup_exec() { docker exec -i "$(backup_container)" "$@"; }
+
+cmd_backup() {
+	local name
+	log "taking a backup of the $STACK stack (database + media), then verifying it"
+	name=$(backup_exec backup)
+	log "done: $name   (restore with: make swarm-restore FILE=$name)"
+	printf '%s\n' "$name"
+}
+
+# The number of tasks each writer runs now (restored after the restore).
+writers_replicas() {
+	local service
+	for service in $WRITERS; do
+		printf '%s=%s ' "${STACK}_$service" "$(docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "${STACK}_$service")"
+	done
+}
+
+# writers_scale SERVICE=N...: scale and wait until every task runs (or is gone).
+writers_scale() {
+	local pair
+	docker service scale --detach "$@" >/dev/null
+	for pair in "$@"; do
+		wait_tasks "${pair%%=*}" "${pair#*=}"
+	done
+}
+
+# wait_tasks SERVICE N: until SERVICE runs N tasks and no container of it is left beyond them.
+wait_tasks() {
+	local deadline line
+	deadline=$(($(date +%s) + TIMEOUT))
+	while :; do
+		line=$(docker service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' | awk -v n="$1" '$1 == n {print $2}')
+		if [ "$line" = "$2/$2" ] && { [ "$2" != 0 ] || [ -z "$(docker ps -q --filter "label=com.docker.swarm.service.name=$1")" ]; }; then
+			return 0
+		fi
+		[ "$(date +%s)" -lt "$deadline" ] || die "$1 not at $2 tasks within ${TIMEOUT}s (replicas ${line:-none})"
+		sleep 1
+	done
+}
+
+cmd_restore() {
+	local name=${1:-} start=$SECONDS before stopped="" pair
+	[ -n "$name" ] || die "name the backup: make swarm-restore FILE=backup-YYYYmmddTHHMMSSZ (list them with make swarm-backups)"
+	log "checking $name before touching anything"
+	backup_exec restore --check "$name" || die "$name cannot be restored (see above); nothing was stopped or changed"
+	before=$(writers_replicas)
+	for pair in $before; do stopped="$stopped ${pair%%=*}=0"; done
+	log "scaling the writers ($WRITERS) to 0; nginx answers 502 meanwhile"
+	# shellcheck disable=SC2064,SC2086 # expanded now: the replicas before; SERVICE=N pairs
+	trap "log 'scaling the writers back'; writers_scale $before" EXIT
+	# shellcheck disable=SC2086
+	writers_scale $stopped
+	backup_exec restore "$name"
+	# shellcheck disable=SC2086
+	writers_scale $before
+	trap - EXIT
+	log "restored $name in $((SECONDS - start))s"
+}
+
+# Swarm keeps one previous spec: right after a restore it is the writers' 0-task spec.
+rollback_check() {
+	local service replicas
+	for service in $APP_SERVICES; do
+		replicas=$(docker service inspect --format '{{if .PreviousSpec}}{{.PreviousSpec.Mode.Replicated.Replicas}}{{end}}' "${STACK}_$service")
+		[ "$replicas" != 0 ] || die "${STACK}_$service: its previous spec runs 0 tasks (a restore scaled it down and up): deploy the tag you want with make swarm-deploy instead"
+	done
+}
+
 cmd_rollback() {
 	local service
+	rollback_check
 	for service in $APP_SERVICES; do
 		log "rollback ${STACK}_$service"
 		docker service rollback --detach "${STACK}_$service" >/dev/null
@@ -221,10 +320,13 @@ main() {
 		rollback) cmd_rollback ;;
 		push) cmd_render && images_push ;;
 		registry) cmd_registry ;;
+		backup) cmd_backup ;;
+		backups) backup_exec list-backups ;;
+		restore) shift; cmd_restore "$@" ;;
 		ps) docker stack ps --format 'table {{.Name}}\t{{.Image}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' "$STACK" ;;
 		logs) exec docker service logs -f --tail 100 "${STACK}_${2:-web}" ;;
 		rm) docker stack rm "$STACK" ;;
-		*) die "usage: scripts/swarm.sh init|render|deploy|rollback|push|registry|ps|logs [SERVICE]|rm" ;;
+		*) die "usage: scripts/swarm.sh init|render|deploy|rollback|push|registry|backup|backups|restore NAME|ps|logs [SERVICE]|rm" ;;
 	esac
 }
 

@@ -294,7 +294,12 @@ stage_swarm() {
 	swarm_images_tag "$tag"
 	DRS_TAG="$tag" SWARM_STACK="$name" SWARM_ENV_FILE="$dir/swarm.env" E2E_CA_BUNDLE="$dir/certs/ca.pem" \
 		pytest_run swarm tests/swarm -q
-	# The suite removes its stack and volumes; this catches what a killed run left.
+	# The suite removes its stack and volumes and leaves the swarm; this catches what a killed
+	# run left (a swarm holding the run's stack is the suite's own: it refuses to start in another).
+	if docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$name"; then
+		docker stack rm "$name" >/dev/null 2>&1 || true
+		docker swarm leave --force >/dev/null 2>&1 || true
+	fi
 	docker volume ls -q --filter "label=com.docker.stack.namespace=$name" | xargs docker volume rm -f >/dev/null 2>&1 || true
 	swarm_images_untag "$tag"
 	rm -rf "$dir"

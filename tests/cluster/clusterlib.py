@@ -1,14 +1,16 @@
 """Helpers of the cluster suite (make test-swarm-cluster): a 3-node Docker Swarm on this machine.
 
 Each node is a container with every privilege (node_privileges) built from tests/cluster/node
-(Debian trixie's docker.io, its own /var/lib/docker volume) on a bridge network the suite makes;
-a registry container (services/registry: Debian's docker-registry) on the same network holds the
-images, which the host pushes through 127.0.0.1 and the nodes pull as `registry:5000` (an
-insecure registry in their daemons' settings). The manager's Docker is reached through a socket
-in a folder bind-mounted from the host (DOCKER_HOST for scripts/swarm.sh and the suite's docker
-calls); nginx publishes its HTTPS port in host mode on the manager, whose container publishes it
-on 127.0.0.1 only. Everything carries the label drs.cluster=NAME and is removed at the end, also
-on failure."""
+(Debian trixie's docker.io, its own /var/lib/docker volume, `no-new-privileges` in its daemon's
+settings) on a bridge network the suite makes; the registry is `make swarm-registry`'s service
+(services/registry: Debian's docker-registry) on the manager, its port in host mode there (this
+machine's kernel has no IPVS for the routing mesh): the host pushes through the manager
+container's port on 127.0.0.1, the nodes pull as `registry:5000` (the manager's alias on the
+network, an insecure registry in their daemons' settings). The manager's Docker is reached
+through a socket in a folder bind-mounted from the host (DOCKER_HOST for scripts/swarm.sh and
+the suite's docker calls); nginx publishes its HTTPS port in host mode on the manager, whose
+container publishes it on 127.0.0.1 only. Everything carries the label drs.cluster=NAME and is
+removed at the end, also on failure."""
 
 import os
 import subprocess
@@ -22,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "swarm"))
 from swarmlib import SwarmStack
 
 NODES = ("node1", "node2", "node3")  # node1: the manager, labelled drs.data and drs.media
-REGISTRY_ALIAS = "registry"
+REGISTRY_ALIAS = "registry"  # the manager's alias on the nodes' network
+REGISTRY_PORT = 5000  # REGISTRY_PORT of make swarm-registry, host mode on the manager
 NODE_HTTPS_PORT = 8443  # HTTPS_PORT in the suite's env file: nginx's host-mode port on node1
 MEDIA_DIR = "/srv/drs-media"  # SWARM_MEDIA_DIR: one host folder, mounted on every node
 # Linux capabilities by number (linux/capability.h), to name those this machine lacks.
@@ -77,10 +80,6 @@ class Cluster:
         return f"{self.name}-{node}"
 
     @property
-    def registry(self) -> str:
-        return f"{self.name}-registry"
-
-    @property
     def docker_host(self) -> str:
         return f"unix://{self.socket_dir}/docker.sock"
 
@@ -99,13 +98,6 @@ class Cluster:
         os.chown(self.media_dir, 10001, 10001)  # the app's uid writes exports there
         self.media_dir.chmod(0o755)
         host_docker("network", "create", "--label", self.label, self.network)
-        host_docker(
-            "run", "-d", "--name", self.registry, "--label", self.label,
-            "--network", self.network, "--network-alias", REGISTRY_ALIAS,
-            "--read-only", "--cap-drop", "ALL", "-p", "127.0.0.1::5000",
-            f"drs/registry:{self.tag}",
-        )  # fmt: skip
-        self.registry_port = self.published(self.registry, "5000/tcp")
         for node in NODES:
             manager = node == NODES[0]
             args = [
@@ -114,9 +106,9 @@ class Cluster:
                 "-v", f"{self.container(node)}-docker:/var/lib/docker",
                 "-v", f"{certs_dir}:{certs_dir}:ro", "-v", f"{self.media_dir}:{MEDIA_DIR}",
             ]  # fmt: skip
-            if manager:  # its socket for the host; nginx's HTTPS port on 127.0.0.1 only
-                args += ["-v", f"{self.socket_dir}:/run/outer"]
-                args += ["-p", f"127.0.0.1::{NODE_HTTPS_PORT}"]
+            if manager:  # its socket for the host; nginx's and the registry's ports on 127.0.0.1
+                args += ["-v", f"{self.socket_dir}:/run/outer", "--network-alias", REGISTRY_ALIAS]
+                args += ["-p", f"127.0.0.1::{NODE_HTTPS_PORT}", "-p", f"127.0.0.1::{REGISTRY_PORT}"]
             args += [f"drs/swarm-node:{self.tag}", "--insecure-registry", f"{REGISTRY_ALIAS}:5000"]
             if manager:
                 args += ["-H", "unix:///var/run/docker.sock", "-H", "unix:///run/outer/docker.sock"]
@@ -124,6 +116,19 @@ class Cluster:
         for node in NODES:
             self.wait_dockerd(node)
         self.https_port = self.published(self.container(NODES[0]), f"{NODE_HTTPS_PORT}/tcp")
+        self.registry_port = self.published(self.container(NODES[0]), f"{REGISTRY_PORT}/tcp")
+
+    def load_image(self, node: str, image: str) -> None:
+        """An image of this machine's Docker into a node's (docker save | docker load)."""
+        env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, env=env)
+        load = subprocess.run(
+            ["docker", "exec", "-i", self.container(node), "docker", "load", "-q"],
+            stdin=save.stdout, capture_output=True, text=True, timeout=600, check=False, env=env,
+        )  # fmt: skip
+        save.stdout.close()
+        assert save.wait(timeout=60) == 0, f"docker save {image} failed"
+        assert load.returncode == 0, load.stderr
 
     def published(self, container: str, port: str) -> int:
         out = host_docker("port", container, port)
@@ -179,7 +184,8 @@ class ClusterStack(SwarmStack):
         env = {
             **os.environ, "SWARM_STACK": self.name, "PROD_ENV": self.env_file, "DRS_TAG": self.tag,
             "DOCKER_HOST": self.cluster.docker_host, "REGISTRY": f"{REGISTRY_ALIAS}:5000",
-            "SWARM_PUSH": "0", "SWARM_MEDIA_DIR": MEDIA_DIR,
+            "SWARM_PUSH": "0", "SWARM_MEDIA_DIR": MEDIA_DIR, "REGISTRY_PUBLISH": "host",
+            "REGISTRY_PORT": str(REGISTRY_PORT),
             "SWARM_ADVERTISE_ADDR": self.cluster.address(NODES[0]),
         }  # fmt: skip
         env.pop("SWARM_TEST_NETWORK", None)

@@ -6,32 +6,26 @@ Deployed with scripts/swarm.sh, then: a smoke test through nginx, a rolling upda
 load (0 failed), a node drained under load (failed requests counted; 0 asserted), and a node's
 container stopped: the time until its tasks run elsewhere is recorded. Figures in timings.txt."""
 
+import json
 import os
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 # swarmlib's docker: the manager's Docker (DOCKER_HOST, set by the fixture).
 from clusterlib import NODES, Cluster, ClusterStack, host_docker
-from swarmlib import docker, smoke_write_read_export
+from swarmlib import (
+    docker,
+    run_load,
+    seeded_user,
+    smoke_write_read_export,
+    task_hardening_problems,
+)
 
 from conftest import Client, record_timing
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from deploylib import (
-    Load,
-    NginxLogs,
-    User,
-    evidence_problems,
-    retry_summary,
-    wait_exports_done,
-)
-
 THREADS = 4
-MAX_RETRIES = 10  # as tests/swarm: nginx reloads as web tasks come and go
 WEB_REPLICAS = 3
 DEPLOY_TIMEOUT = 1800  # hang guard: first pulls on every node, 2 shared cores
 
@@ -60,6 +54,11 @@ def cluster_stack():
         assert init.returncode == 0, init.stderr
         cluster.join_workers()
         record_timing(f"swarm-cluster: 3 nodes up and joined {time.time() - started:.0f}s")
+        started = time.time()
+        cluster.load_image(NODES[0], f"drs/registry:{tag}")  # the manager builds nothing here
+        registry = stack.swarm("registry", timeout=600)
+        assert registry.returncode == 0, registry.stderr[-3000:]
+        record_timing(f"swarm-cluster: registry service up {time.time() - started:.0f}s")
         started = time.time()
         push = stack.push_images()
         (results / "swarm-cluster-push.log").write_text(push.stdout + push.stderr)
@@ -96,38 +95,16 @@ def base_url(cluster_stack) -> str:
 
 @pytest.fixture(scope="module")
 def users(make_user):
-    def seeded(name: str) -> User:
-        c = make_user(name)
-        r = c.post("/api/posts/", json={"title": f"cluster seed {uuid.uuid4().hex}", "body": "x"})
-        assert r.status_code == 201, r.text
-        return User(c.username, c.headers["Authorization"].split(" ", 1)[1], r.json()["id"])
+    def seeded(name: str):
+        return seeded_user(make_user, name, "cluster")
 
     return [seeded(f"cluster{i}") for i in range(THREADS)], lambda: seeded("exports")
 
 
-def run_under_load(stack, base_url, users, name: str, action) -> Load:
-    """action() under the load; records requests, failures and retries; checks the retries
-    against nginx's log and that every export finished. Failures are asserted by the caller."""
+def run_under_load(stack, base_url, users, name: str, action):
+    """action() under the load (swarmlib.run_load); failures are asserted by the caller."""
     load_users, new_exporter = users
-    logs = NginxLogs(stack)
-    exporter = new_exporter()
-    load = Load(base_url, load_users, exporter, prefix=f"cluster {name} {uuid.uuid4().hex[:6]}")
-    started = time.time()
-    with load:
-        time.sleep(3)
-        action()
-        time.sleep(3)
-    entries = logs.collect()
-    exports = wait_exports_done(base_url, exporter, load.export_ids)
-    record_timing(
-        f"swarm-cluster {name}: {time.time() - started:.0f}s, {len(load.done)} requests ok, "
-        f"{len(load.failures)} failed, {retry_summary(load)}, {len(exports)} exports"
-    )
-    assert load.done, "the load sent nothing"
-    assert len(load.retries) <= MAX_RETRIES, [vars(r) for r in load.retries]
-    assert evidence_problems(load, entries) == []
-    assert set(exports.values()) <= {"done"}, exports
-    return load
+    return run_load(stack, base_url, load_users, new_exporter(), f"swarm-cluster {name}", action)
 
 
 def test_deployed_over_three_nodes_from_the_registry(cluster_stack):
@@ -146,6 +123,36 @@ def test_deployed_over_three_nodes_from_the_registry(cluster_stack):
     web_nodes = cluster_stack.task_nodes("web")
     record_timing(f"swarm-cluster: web tasks on {sorted(web_nodes)}")
     assert len(set(web_nodes)) >= 2, web_nodes
+
+
+def test_registry_runs_as_a_service_on_the_manager(cluster_stack):
+    """`make swarm-registry`: drs/registry a swarm service on the manager, its port in host
+    mode (REGISTRY_PUBLISH=host: this kernel has no IPVS for the routing mesh)."""
+    name = f"{cluster_stack.name}-registry"
+    tasks = docker("service", "ps", "--filter", "desired-state=running", "--format",
+                   "{{.Node}} {{.CurrentState}}", name).splitlines()  # fmt: skip
+    assert [t.split()[:2] for t in tasks] == [[NODES[0], "Running"]], tasks
+    spec = json.loads(docker("service", "inspect", name))[0]
+    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith(
+        f"drs/registry:{cluster_stack.tag}"
+    )
+    ports = spec["Endpoint"]["Ports"]
+    assert [(p["PublishedPort"], p["PublishMode"]) for p in ports] == [(5000, "host")]
+
+
+def test_every_task_is_hardened_on_every_node(cluster_stack):
+    """tests/hardening's rules on every task of every node, no-new-privileges included: the
+    nodes' daemons have `"no-new-privileges": true` (tests/cluster/node, as docs/swarm.md says)."""
+    found = []
+    for node in NODES:
+        ids = cluster_stack.cluster.node_docker(
+            node, "ps", "-q", "--filter", f"label=com.docker.stack.namespace={cluster_stack.name}"
+        ).split()
+        call = lambda *args, node=node: cluster_stack.cluster.node_docker(node, *args)  # noqa: E731
+        found += [task_hardening_problems(call, cid, True) for cid in ids]
+    services = docker("stack", "services", "--format", "{{.Name}}", cluster_stack.name).split()
+    assert {service for service, _ in found} == set(services)
+    assert [(service, problems) for service, problems in found if problems] == []
 
 
 def test_e2e_smoke_through_nginx(cluster_stack, base_url, make_user):

@@ -9,10 +9,26 @@ SWARM_STACK, SWARM_ENV_FILE, E2E_CA_BUNDLE."""
 import json
 import os
 import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, record_timing
+
+# deploylib's request load, nginx log follower and retry evidence (tests/deploy).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+from deploylib import (
+    Load,
+    NginxLogs,
+    User,
+    evidence_problems,
+    retry_summary,
+    wait_exports_done,
+)
+
+MAX_RETRIES = 10  # as tests/deploy: nginx reloads as web tasks come and go
 
 SWARM = str(Path(ROOT, "scripts", "swarm.sh"))
 DEPLOY_TIMEOUT = (
@@ -193,3 +209,63 @@ def smoke_write_read_export(user, title: str, timeout: float) -> None:
     r = user.get(f"/api/exports/{export_id}/download/", headers={"Accept-Encoding": "identity"})
     assert r.status_code == 200
     assert title in r.text
+
+
+def run_load(stack, base_url, load_users: list[User], exporter: User, label: str, action) -> Load:
+    """action() under the read/write load of tests/deploy (every request sent once, the only
+    retry one that provably never reached nginx); records the figures, and asserts the load sent
+    requests, its retries are bounded and unseen by nginx, and every export finished. Failed
+    requests are the caller's to assert (0, or counted)."""
+    logs = NginxLogs(stack)
+    load = Load(base_url, load_users, exporter, prefix=f"{label} {uuid.uuid4().hex[:6]}")
+    started = time.time()
+    with load:
+        time.sleep(3)
+        action()
+        time.sleep(3)
+    entries = logs.collect()
+    exports = wait_exports_done(base_url, exporter, load.export_ids)
+    record_timing(
+        f"{label}: {time.time() - started:.0f}s, {len(load.done)} requests ok, "
+        f"{len(load.failures)} failed, {retry_summary(load)}, {len(exports)} exports"
+    )
+    assert load.done, "the load sent nothing"
+    assert len(load.retries) <= MAX_RETRIES, [vars(r) for r in load.retries]
+    assert evidence_problems(load, entries) == []
+    assert set(exports.values()) <= {"done"}, exports
+    return load
+
+
+def seeded_user(make_user, name: str, prefix: str) -> User:
+    """A load user: made through the stack, with one post of its own."""
+    c = make_user(name)
+    r = c.post("/api/posts/", json={"title": f"{prefix} seed {uuid.uuid4().hex}", "body": "x"})
+    assert r.status_code == 201, r.text
+    return User(c.username, c.headers["Authorization"].split(" ", 1)[1], r.json()["id"])
+
+
+def task_hardening_problems(
+    docker_call: Callable[..., str], cid: str, no_new_privileges: bool
+) -> tuple[str, list[str]]:
+    """tests/hardening's rules as they carry over to a swarm task's container (docs/swarm.md):
+    (service, the rules it breaks). no-new-privileges is the daemon's setting on a swarm (stack
+    deploy drops security_opt): checked where the suite's daemons have it (tests/cluster)."""
+    c = json.loads(docker_call("inspect", cid))[0]
+    proc = docker_call("exec", cid, "cat", "/proc/1/status")
+    status = dict(line.split(":\t", 1) for line in proc.splitlines() if ":\t" in line)
+    host, health = c["HostConfig"], c["Config"].get("Healthcheck") or {}
+    checks = {
+        "non-root user": c["Config"]["User"] not in ("", "0", "root", "0:0")
+        and status["Uid"].split()[0] != "0",
+        "read-only root filesystem": host["ReadonlyRootfs"] is True,
+        "no capabilities in effect": int(status["CapEff"], 16) == 0,
+        "memory limit": host["Memory"] > 0,
+        "pids limit": (host["PidsLimit"] or 0) > 0,
+        "health check": bool(health.get("Test")) and health["Test"][0] != "NONE",
+        "healthy": c["State"].get("Health", {}).get("Status") == "healthy",
+        "rotated logs": bool(host["LogConfig"]["Config"].get("max-size")),
+    }
+    if no_new_privileges:
+        checks["no-new-privileges (the daemon's)"] = status["NoNewPrivs"].strip() == "1"
+    service = c["Config"]["Labels"]["com.docker.swarm.service.name"]
+    return service, [name for name, ok in checks.items() if not ok]

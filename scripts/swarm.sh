@@ -23,8 +23,8 @@
 # Settings: PROD_ENV (compose/prod.env), SWARM_STACK (drs), DRS_TAG (the images' tag; default the
 # git commit), REGISTRY (host:port/prefix the nodes pull from; empty: local images, one node),
 # REGISTRY_PUSH (where this machine pushes, default REGISTRY), SWARM_PUSH (0: deploy pushes
-# nothing), REGISTRY_PORT (5000), REGISTRY_PUBLISH (ingress or host), SWARM_MEDIA_DIR (media on shared storage: docs/swarm.md),
-# SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
+# nothing), REGISTRY_PORT (5000), REGISTRY_PUBLISH (ingress or host), SWARM_MEDIA_DIR (media on
+# shared storage: docs/swarm.md), SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

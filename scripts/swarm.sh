@@ -24,7 +24,8 @@
 # git commit), REGISTRY (host:port/prefix the nodes pull from; empty: local images, one node),
 # REGISTRY_PUSH (where this machine pushes, default REGISTRY), SWARM_PUSH (0: deploy pushes
 # nothing), REGISTRY_PORT (5000), REGISTRY_PUBLISH (ingress or host), SWARM_MEDIA_DIR (media on
-# shared storage: docs/swarm.md), SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init), SWARM_TIMEOUT (seconds a step may take, 600).
+# shared storage: docs/swarm.md), SWARM_ADVERTISE_ADDR and SWARM_LISTEN_ADDR (init),
+# SWARM_TIMEOUT (seconds a step may take, 600).
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -4,7 +4,6 @@ from django.db.models import QuerySet
 
 from apps.posts.models import Post
 
-
 # Every column of a post, and of its author only what a post shows (PostSerializer): not the
 # password hash, e-mail, names and dates of auth_user, which would be read, converted and set on
 # 20 model instances per page for nothing.

@@ -35,9 +35,10 @@ class TokenAuthentication(KnoxTokenAuthentication):
         if not _TOKEN.fullmatch(token):
             raise AuthenticationFailed("Invalid token.")
         model = get_token_model()
-        row = model.objects.select_related("user").filter(pk=hash_token(token.decode())).first()
-        if row is None:
-            raise AuthenticationFailed("Invalid token.")
+        try:
+            row = model.objects.select_related("user").get(pk=hash_token(token.decode()))
+        except model.DoesNotExist:
+            raise AuthenticationFailed("Invalid token.") from None
         if row.expiry is not None and row.expiry < timezone.now():
             row.delete()
             raise AuthenticationFailed("Invalid token.")

@@ -13,6 +13,7 @@ scrape reads them all, so counts are right whichever process served a request or
 Without ``PROMETHEUS_MULTIPROC_DIR`` (the test suite, runserver) the samples live in the process.
 """
 
+import functools
 import json
 import logging
 import os
@@ -72,13 +73,22 @@ TASK_DURATION = Histogram(
 OWN_METRICS = (REQUESTS, LATENCY, TASKS, TASK_DURATION)
 
 
+@functools.lru_cache(maxsize=4096)
+def _request_series(method: str, view: str, status: int):
+    """The counter's and the histogram's series for these labels, looked up once per process:
+    ``labels()`` takes a lock and builds its key on every call. Bounded: methods, view names
+    and statuses."""
+    return REQUESTS.labels(method, view, str(status)), LATENCY.labels(method, view)
+
+
 def request_observe(request, status: int, seconds: float) -> None:
     """Count one answered request under its view's name (bounded labels, never the raw path)."""
     match = getattr(request, "resolver_match", None)
     view = match.view_name if match is not None else "<unmatched>"
     method = request.method if request.method in METHODS else "other"
-    REQUESTS.labels(method, view, str(status)).inc()
-    LATENCY.labels(method, view).observe(seconds)
+    responses, latency = _request_series(method, view, status)
+    responses.inc()
+    latency.observe(seconds)
 
 
 class BrokerQueueCollector:

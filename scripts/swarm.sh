@@ -157,24 +157,12 @@ cmd_registry() {
 		--constraint "node.id == $(docker info --format '{{.Swarm.NodeID}}')" \
 		--publish "published=$port,target=5000,mode=$mode" \
 		--mount "type=volume,source=$name,target=/var/lib/docker-registry" "$image" >/dev/null
-	wait_service "$name"
+	wait_tasks "$name"
 	if [ "$mode" = ingress ]; then
 		log "registry ready: REGISTRY=127.0.0.1:$port (in the env file or on the command line)"
 	else
 		log "registry ready on this node's port $port: REGISTRY=THIS_NODE:$port, listed under insecure-registries on every node"
 	fi
-}
-
-# wait_service NAME: until the (non-stack) service runs all its tasks.
-wait_service() {
-	local deadline line
-	deadline=$(($(date +%s) + TIMEOUT))
-	while :; do
-		line=$(docker service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' | awk -v n="$1" '$1 == n {print $2}')
-		if [ -n "$line" ] && [ "${line%%/*}" = "${line#*/}" ]; then return 0; fi
-		[ "$(date +%s)" -lt "$deadline" ] || die "$1 not ready within ${TIMEOUT}s (replicas ${line:-none})"
-		sleep 2
-	done
 }
 
 # wait_replicas SERVICE...: until each service of the stack runs all its tasks (healthy: a task
@@ -260,16 +248,19 @@ writers_scale() {
 	done
 }
 
-# wait_tasks SERVICE N: until SERVICE runs N tasks and no container of it is left beyond them.
+# wait_tasks SERVICE [N]: until SERVICE (its full name) runs N tasks (default: all it asks for),
+# and, for N=0, no container of it is left on this node.
 wait_tasks() {
-	local deadline line
+	local deadline line want
 	deadline=$(($(date +%s) + TIMEOUT))
 	while :; do
 		line=$(docker service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' | awk -v n="$1" '$1 == n {print $2}')
-		if [ "$line" = "$2/$2" ] && { [ "$2" != 0 ] || [ -z "$(docker ps -q --filter "label=com.docker.swarm.service.name=$1")" ]; }; then
+		want=${2:-${line#*/}}
+		if [ -n "$line" ] && [ "$line" = "$want/$want" ] \
+			&& { [ "$want" != 0 ] || [ -z "$(docker ps -q --filter "label=com.docker.swarm.service.name=$1")" ]; }; then
 			return 0
 		fi
-		[ "$(date +%s)" -lt "$deadline" ] || die "$1 not at $2 tasks within ${TIMEOUT}s (replicas ${line:-none})"
+		[ "$(date +%s)" -lt "$deadline" ] || die "$1 not at ${2:-all its} tasks within ${TIMEOUT}s (replicas ${line:-none})"
 		sleep 1
 	done
 }

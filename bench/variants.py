@@ -39,6 +39,10 @@ VARIANTS = {
     "C": _variant("ours unchanged: the yardstick of the others"),
     "M": _variant("the app's metrics off (DJANGO_METRICS=0)", env={"BENCH_METRICS": "0"}),
     "W2x2": _variant("2 workers x 2 threads (WEB_CONCURRENCY=2, GUNICORN_THREADS=2)", "--threads 2"),
+    "W2x1": _variant("2 workers x 1 thread (WEB_CONCURRENCY=2, GUNICORN_THREADS=1)", "--threads 1"),
+    "W3x1": _variant(
+        "3 workers x 1 thread (WEB_CONCURRENCY=3, GUNICORN_THREADS=1)", "--workers 3 --threads 1"
+    ),
     "W4x2": _variant(
         "4 workers x 2 threads (WEB_CONCURRENCY=4, GUNICORN_THREADS=2)", "--workers 4 --threads 2"
     ),

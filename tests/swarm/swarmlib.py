@@ -17,8 +17,10 @@ from pathlib import Path
 
 from conftest import ROOT, record_timing
 
-# deploylib's request load, nginx log follower and retry evidence (tests/deploy).
+# deploylib's request load, nginx log follower and retry evidence (tests/deploy), and
+# hardeninglib's rules for every container (tests/hardening).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hardening"))
 from deploylib import (
     Load,
     NginxLogs,
@@ -27,6 +29,7 @@ from deploylib import (
     retry_summary,
     wait_exports_done,
 )
+from hardeninglib import container_checks, proc_status
 
 MAX_RETRIES = 10  # as tests/deploy: nginx reloads as web tasks come and go
 
@@ -247,24 +250,12 @@ def seeded_user(make_user, name: str, prefix: str) -> User:
 def task_hardening_problems(
     docker_call: Callable[..., str], cid: str, no_new_privileges: bool
 ) -> tuple[str, list[str]]:
-    """tests/hardening's rules as they carry over to a swarm task's container (docs/swarm.md):
-    (service, the rules it breaks). no-new-privileges is the daemon's setting on a swarm (stack
-    deploy drops security_opt): checked where the suite's daemons have it (tests/cluster)."""
+    """tests/hardening's rules (hardeninglib) for a swarm task's container: (service, the rules
+    it breaks). no-new-privileges is the daemon's setting on a swarm (stack deploy drops
+    security_opt): checked where the suite's daemons have it (tests/cluster)."""
     c = json.loads(docker_call("inspect", cid))[0]
-    proc = docker_call("exec", cid, "cat", "/proc/1/status")
-    status = dict(line.split(":\t", 1) for line in proc.splitlines() if ":\t" in line)
-    host, health = c["HostConfig"], c["Config"].get("Healthcheck") or {}
-    checks = {
-        "non-root user": c["Config"]["User"] not in ("", "0", "root", "0:0")
-        and status["Uid"].split()[0] != "0",
-        "read-only root filesystem": host["ReadonlyRootfs"] is True,
-        "no capabilities in effect": int(status["CapEff"], 16) == 0,
-        "memory limit": host["Memory"] > 0,
-        "pids limit": (host["PidsLimit"] or 0) > 0,
-        "health check": bool(health.get("Test")) and health["Test"][0] != "NONE",
-        "healthy": c["State"].get("Health", {}).get("Status") == "healthy",
-        "rotated logs": bool(host["LogConfig"]["Config"].get("max-size")),
-    }
+    status = proc_status(docker_call("exec", cid, "cat", "/proc/1/status"))
+    checks = container_checks(c, status)
     if no_new_privileges:
         checks["no-new-privileges (the daemon's)"] = status["NoNewPrivs"].strip() == "1"
     service = c["Config"]["Labels"]["com.docker.swarm.service.name"]

@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 
 from django.core.validators import RegexValidator
-from django.db import models
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
@@ -77,18 +76,6 @@ class StrictInputMixin:
                     }
                 )
         return super().to_internal_value(data)
-
-
-class StrictModelSerializer(StrictInputMixin, serializers.ModelSerializer):
-    """ModelSerializer with strict string fields and no unknown keys."""
-
-    serializer_field_mapping = {
-        **serializers.ModelSerializer.serializer_field_mapping,
-        models.CharField: StrictCharField,
-        models.SlugField: StrictCharField,
-        models.TextField: StrictCharField,
-    }
-    serializer_choice_field = StrictChoiceField
 
 
 def parse_positive_int(raw: str) -> int | None:

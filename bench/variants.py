@@ -43,6 +43,10 @@ VARIANTS = {
     "W3x1": _variant(
         "3 workers x 1 thread (WEB_CONCURRENCY=3, GUNICORN_THREADS=1)", "--workers 3 --threads 1"
     ),
+    "Sy3": _variant(
+        "3 sync workers (GUNICORN_WORKER_CLASS=sync, WEB_CONCURRENCY=3)",
+        "--worker-class sync --workers 3",
+    ),
     "W4x2": _variant(
         "4 workers x 2 threads (WEB_CONCURRENCY=4, GUNICORN_THREADS=2)", "--workers 4 --threads 2"
     ),
